@@ -1,0 +1,58 @@
+# gguf-trim: set-up, vendor sources, test models, tests, demo.
+PY          ?= python3
+VENV        ?= .venv
+VPY         := $(VENV)/bin/python
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+LLAMA_CPP_PYTHON_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+# A native build segfaults in ggml_backend_amx_mul_mat on this project's CPUs: build a portable AVX2 one.
+CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
+
+.PHONY: setup setup-gpu vendor models models-big test lint demo clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="$(CPU_CMAKE_ARGS)" $(VPY) -m pip install "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+	$(VPY) -m pip install -e ".[dev]"
+	$(VPY) -c "import llama_cpp, gguf_trim; print('llama-cpp-python', llama_cpp.__version__)"
+	touch $@
+
+# CUDA build for 24G/40G cards (needs nvcc); reinstalls llama-cpp-python in the same venv.
+setup-gpu: setup
+	CMAKE_ARGS="$(GPU_CMAKE_ARGS)" $(VPY) -m pip install --force-reinstall --no-deps --no-cache-dir \
+		"llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+
+vendor: vendor/llama.cpp/.extracted
+
+vendor/llama.cpp/.extracted:
+	mkdir -p vendor/.sdist
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: -d vendor/.sdist \
+		"llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+	echo "$(LLAMA_CPP_PYTHON_SHA256)  vendor/.sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz" | sha256sum -c -
+	rm -rf vendor/llama.cpp && mkdir -p vendor/llama.cpp
+	tar -xzf vendor/.sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz -C vendor/llama.cpp \
+		--strip-components=3 llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)/vendor/llama.cpp
+	touch $@
+
+models: vendor
+	$(PY) scripts/fetch_models.py gemma-3-270m-q4_k_m.gguf qwen2.5-coder-0.5b-instruct.gguf \
+		smollm2-135m-instruct-q4_1.gguf vocabs
+
+# Qwen2.5-Coder-1.5B-Instruct (1.1 GB): for demos and benchmarks, not for every test run.
+models-big:
+	$(PY) scripts/fetch_models.py qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+
+test: setup models
+	$(VPY) -m pytest -q tests
+
+lint: setup
+	$(VPY) -m ruff check gguf_trim tests scripts
+
+demo: setup models
+	$(VPY) -m gguf_trim.demo
+
+clean:
+	rm -rf $(VENV) vendor models/*.gguf models/.wheels .pytest_cache

@@ -1,0 +1,96 @@
+"""The library's entry points; the CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .charset import script_label
+from .errors import TrimError
+from .gguf_io import GGUFFile
+from .plan import read_plan, write_plan
+from .rewrite import TrimResult, trim_file, vocab_tensors
+from .select import Selection, read_token_list, select_lossless
+from .vocab import TYPE_NAMES, Vocab
+
+
+def make_selection(vocab: Vocab, langs: str = "en,vi", profile: str = "lossless", plan: str | Path | None = None,
+                   keep: str | Path | None = None, drop: str | Path | None = None) -> Selection:
+    """Choose the tokens to keep: from a plan file, or by the profile plus keep/drop lists."""
+    if plan is not None:
+        if keep or drop:
+            raise TrimError("--plan already lists the kept tokens; edit the plan instead of adding --keep/--drop")
+        return read_plan(plan, vocab)
+    if profile != "lossless":
+        raise TrimError(f"unknown profile {profile!r} (available: lossless)")
+    keep_ids = read_token_list(keep, vocab) if keep else None
+    drop_ids = read_token_list(drop, vocab) if drop else None
+    return select_lossless(vocab, langs, keep_ids, drop_ids)
+
+
+def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: str = "lossless",
+         plan: str | Path | None = None, keep: str | Path | None = None, drop: str | Path | None = None,
+         plan_out: str | Path | None = None, check: bool = True) -> tuple[TrimResult, Selection]:
+    """Trim `model` to the chosen tokens and write `output` (and optionally the plan)."""
+    out = Path(output)
+    if out.exists() and out.resolve() == Path(model).resolve():
+        raise TrimError(f"-o {out} is the input file; refusing to overwrite the input")
+    with GGUFFile(model) as g:
+        vocab = Vocab.from_gguf(g)
+        sel = make_selection(vocab, langs, profile, plan, keep, drop)
+        if plan_out is not None:
+            write_plan(plan_out, sel, source=g.path.name)
+        result = trim_file(g, sel, out, check=check)
+    return result, sel
+
+
+def inspect(model: str | Path) -> dict[str, Any]:
+    """What the file holds: architecture, tokenizer, vocab tensors and their share, scripts."""
+    with GGUFFile(model) as g:
+        vocab = Vocab.from_gguf(g)
+        vt = vocab_tensors(g, vocab.n)
+        tensor_bytes = sum(t.nbytes for t in g.tensors)
+        scripts = collections.Counter()
+        types = vocab.types.tolist()
+        for i, pc in enumerate(vocab.pieces):
+            ty = types[i]
+            scripts[TYPE_NAMES.get(ty, str(ty)) if ty not in (0, 1) else script_label(pc)] += 1
+        return {
+            "path": str(g.path), "file_size": g.size, "gguf_version": g.version, "arch": g.arch,
+            "name": g.fields["general.name"].text() if "general.name" in g.fields else None,
+            "tokenizer": vocab.model, "pre": vocab.pre, "n_vocab": vocab.n,
+            "n_merges": len(vocab.merges or ()), "vocab_sha256": vocab.sha256,
+            "token_types": {TYPE_NAMES.get(int(k), str(k)): int(v)
+                            for k, v in zip(*np.unique(vocab.types, return_counts=True))},
+            "vocab_tensors": [{"name": t.name, "type": t.type_name, "shape": list(t.shape), "bytes": t.nbytes,
+                               "share_of_file": t.nbytes / g.size} for t in vt],
+            "vocab_tensor_bytes": sum(t.nbytes for t in vt), "tensor_bytes": tensor_bytes,
+            "vocab_share_of_file": sum(t.nbytes for t in vt) / g.size,
+            "scripts": dict(scripts.most_common()),
+            "trimmed_from": g.fields["gguf_trim.source_file"].text() if "gguf_trim.source_file" in g.fields else None,
+        }
+
+
+def diff_vocabs(a: str | Path, b: str | Path, show: int = 20) -> dict[str, Any]:
+    """Are two vocabularies identical, and where do they differ?"""
+    with GGUFFile(a) as ga, GGUFFile(b) as gb:
+        va, vb = Vocab.from_gguf(ga), Vocab.from_gguf(gb)
+    n = min(va.n, vb.n)
+    diff_ids = [i for i in range(n) if va.tokens[i] != vb.tokens[i]]
+    type_diff = [i for i in range(n) if va.types[i] != vb.types[i]]
+    prefix = diff_ids[0] if diff_ids else n
+    set_a, set_b = set(va.tokens), set(vb.tokens)
+    ma, mb = va.merges or [], vb.merges or []
+    merge_prefix = next((i for i, (x, y) in enumerate(zip(ma, mb)) if x != y), min(len(ma), len(mb)))
+    return {
+        "a": str(a), "b": str(b), "identical": va.sha256 == vb.sha256,
+        "tokenizer": [va.model, vb.model], "pre": [va.pre, vb.pre], "n_vocab": [va.n, vb.n],
+        "same_ids_prefix": prefix, "differing_ids": len(diff_ids) + abs(va.n - vb.n),
+        "differing_types": len(type_diff),
+        "only_in_a": len(set_a - set_b), "only_in_b": len(set_b - set_a), "common_texts": len(set_a & set_b),
+        "merges": [len(ma), len(mb)], "same_merges_prefix": merge_prefix,
+        "examples": [{"id": i, "a": va.display(i), "b": vb.display(i)} for i in diff_ids[:show]],
+    }

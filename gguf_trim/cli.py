@@ -1,0 +1,202 @@
+"""`gguf-trim` command line: a thin click layer over the library.
+
+Bad input ends with one line on stderr and exit code 2, never a traceback
+(set GGUF_TRIM_DEBUG=1 to see one for an unexpected internal error).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from functools import wraps
+
+import click
+
+from . import __version__
+from .errors import TrimError
+
+EXIT_BAD_INPUT = 2
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def _errors(fn):
+    """Turn expected failures into one line + exit 2."""
+    @wraps(fn)
+    def run(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except TrimError as e:
+            click.echo(f"gguf-trim: error: {e}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except OSError as e:
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            click.echo(f"gguf-trim: error:{where} {e.strerror or e}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("gguf-trim: interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
+            if os.environ.get("GGUF_TRIM_DEBUG"):
+                raise
+            click.echo(f"gguf-trim: internal error: {type(e).__name__}: {e} (GGUF_TRIM_DEBUG=1 shows more)", err=True)
+            sys.exit(1)
+    return run
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gguf-trim")
+def main() -> None:
+    """Trim a GGUF model's vocabulary to English + Vietnamese, and check the result."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=True), help="Trimmed GGUF to write.")
+@click.option("--langs", default="en,vi", show_default=True, help="Languages to keep (en, vi).")
+@click.option("--profile", default="lossless", show_default=True, help="Selection profile.")
+@click.option("--keep", type=click.Path(), help="Tokens to keep whatever the profile says (text per line or JSONL).")
+@click.option("--drop", type=click.Path(), help="Tokens to drop (text per line or JSONL); refused if needed.")
+@click.option("--plan", "plan_in", type=click.Path(), help="Apply this (edited) plan instead of a profile.")
+@click.option("--plan-out", type=click.Path(), help="Also write the plan (one JSON line per kept token).")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Load the output's vocabulary with llama-cpp-python before renaming it into place.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_errors
+def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, as_json):
+    """Write MODEL with only the tokens English/Vietnamese text can use."""
+    from .api import trim as do_trim
+
+    t0 = time.perf_counter()
+    res, sel = do_trim(model, output, langs=langs, profile=profile, plan=plan_in, keep=keep, drop=drop,
+                       plan_out=plan_out, check=check)
+    secs = time.perf_counter() - t0
+    info = {"output": str(res.output), "n_vocab_original": res.n_vocab_original,
+            "n_vocab_trimmed": res.n_vocab_trimmed, "size_original": res.size_original,
+            "size_trimmed": res.size_trimmed, "sliced_tensors": res.sliced_tensors,
+            "merges": [res.merges_original, res.merges_trimmed], "kept_by_reason": sel.summary(),
+            "closure_added": [sel.vocab.display(i) for i in sel.closure_added], "seconds": round(secs, 2),
+            "load_checked": check}
+    if as_json:
+        click.echo(json.dumps(info, ensure_ascii=False, indent=1))
+        return
+    click.echo(f"{res.output}: {res.n_vocab_trimmed:,} of {res.n_vocab_original:,} tokens "
+               f"({res.n_vocab_trimmed / res.n_vocab_original:.1%}), "
+               f"{_human(res.size_trimmed)} from {_human(res.size_original)} in {secs:.1f} s")
+    click.echo("  kept: " + ", ".join(f"{k} {v:,}" for k, v in sel.summary().items()))
+    if sel.closure_added:
+        shown = ", ".join(repr(sel.vocab.display(i)) for i in sel.closure_added[:10])
+        click.echo(f"  closure added {len(sel.closure_added)}: {shown}")
+    click.echo(f"  sliced: {', '.join(res.sliced_tensors)}; merges {res.merges_original:,} -> {res.merges_trimmed:,}"
+               + ("; llama.cpp load check ok" if check else ""))
+    if plan_out:
+        click.echo(f"  plan: {plan_out}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "plan_out", required=True, type=click.Path(), help="Plan file (JSONL) to write.")
+@click.option("--langs", default="en,vi", show_default=True)
+@click.option("--profile", default="lossless", show_default=True)
+@click.option("--keep", type=click.Path())
+@click.option("--drop", type=click.Path())
+@_errors
+def plan(model, plan_out, langs, profile, keep, drop):
+    """Write the plan only (works on vocab-only GGUFs); apply it with `trim --plan`."""
+    from .api import make_selection
+    from .gguf_io import GGUFFile
+    from .plan import write_plan
+    from .vocab import Vocab
+
+    with GGUFFile(model) as g:
+        vocab = Vocab.from_gguf(g)
+        sel = make_selection(vocab, langs, profile, None, keep, drop)
+        write_plan(plan_out, sel, source=g.path.name)
+    click.echo(f"{plan_out}: {sel.n_kept:,} of {vocab.n:,} tokens kept ("
+               + ", ".join(f"{k} {v:,}" for k, v in sel.summary().items()) + ")")
+
+
+@main.command()
+@click.argument("original", type=click.Path(dir_okay=False))
+@click.argument("trimmed", type=click.Path(dir_okay=False))
+@click.option("--text", "texts", multiple=True, type=click.Path(), help="Text file, one segment per line.")
+@click.option("--logits", default=0, show_default=True, help="Compare logits on this many lines.")
+@click.option("--json", "json_out", type=click.Path(), help="Write the full report as JSON here.")
+@_errors
+def verify(original, trimmed, texts, logits, json_out):
+    """Check TRIMMED against ORIGINAL: tokenization fidelity per line, logits, load, sizes."""
+    from .verify import verify as do_verify
+
+    rep = do_verify(original, trimmed, list(texts), logits)
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as f:
+            json.dump(rep, f, ensure_ascii=False, indent=1)
+    click.echo(f"loads: yes   n_vocab {rep['n_vocab_original']:,} -> {rep['n_vocab_trimmed']:,}   "
+               f"size {_human(rep['size_original'])} -> {_human(rep['size_trimmed'])}")
+    for f in rep["files"]:
+        click.echo(f"{f['path']}: {f['identical_lines']:,}/{f['lines']:,} lines identical "
+                   f"({f['line_fidelity']:.3%}), tokens {f['tokens_original']:,} -> {f['tokens_trimmed']:,}")
+        for ex in f["worst"][:3]:
+            click.echo(f"   differs: {ex['line'][:80]!r}")
+    if rep.get("logits_max_abs_diff") is not None:
+        click.echo(f"logits: max |diff| at kept ids = {rep['logits_max_abs_diff']:g} over "
+                   f"{rep['logits_lines']} lines ({rep['logits_positions']} positions)")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def inspect(model, as_json):
+    """Architecture, tokenizer, vocab tensors and their share of the file, scripts of the vocab."""
+    from .api import inspect as do_inspect
+
+    r = do_inspect(model)
+    if as_json:
+        click.echo(json.dumps(r, ensure_ascii=False, indent=1))
+        return
+    click.echo(f"{r['path']}: {r['arch']} ({r['name']}), {_human(r['file_size'])}, GGUF v{r['gguf_version']}")
+    click.echo(f"tokenizer: {r['tokenizer']} pre={r['pre']} n_vocab={r['n_vocab']:,} merges={r['n_merges']:,}")
+    click.echo("token types: " + ", ".join(f"{k} {v:,}" for k, v in r["token_types"].items()))
+    for t in r["vocab_tensors"]:
+        click.echo(f"  {t['name']:<28} {t['type']:<6} {str(t['shape']):<16} {_human(t['bytes']):>10} "
+                   f"{t['share_of_file']:6.1%}")
+    click.echo(f"vocab tensors: {r['vocab_share_of_file']:.1%} of the file")
+    click.echo("scripts: " + ", ".join(f"{k} {v:,}" for k, v in list(r["scripts"].items())[:16]))
+    if r["trimmed_from"]:
+        click.echo(f"trimmed by gguf-trim from {r['trimmed_from']}")
+
+
+@main.command()
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def diff(a, b, as_json):
+    """Are two GGUF vocabularies identical, and which ids differ? Exit 0 if identical, 1 if not."""
+    from .api import diff_vocabs
+
+    r = diff_vocabs(a, b)
+    if as_json:
+        click.echo(json.dumps(r, ensure_ascii=False, indent=1))
+    else:
+        click.echo(f"identical: {'yes' if r['identical'] else 'no'}   n_vocab {r['n_vocab'][0]:,} / {r['n_vocab'][1]:,}"
+                   f"   tokenizer {r['tokenizer'][0]}/{r['tokenizer'][1]} pre {r['pre'][0]}/{r['pre'][1]}")
+        click.echo(f"same ids 0..{r['same_ids_prefix'] - 1}; {r['differing_ids']:,} ids differ; "
+                   f"{r['only_in_a']:,} texts only in A, {r['only_in_b']:,} only in B, {r['common_texts']:,} shared")
+        click.echo(f"merges {r['merges'][0]:,} / {r['merges'][1]:,}, identical for the first {r['same_merges_prefix']:,}")
+        for ex in r["examples"][:10]:
+            click.echo(f"  id {ex['id']}: {ex['a']!r} vs {ex['b']!r}")
+    sys.exit(0 if r["identical"] else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Writing the trimmed GGUF: new vocabulary metadata, vocab tensors sliced row by row.
+
+Every row of a quantized matrix is an independent run of blocks, so keeping rows `kept` of
+token_embd/output is byte-exact whatever the quant type. Tensors are streamed from the
+memory map to a temp file next to the output, which is renamed into place only after it
+has been re-read and (by default) loaded by llama.cpp in a child process: a vocabulary that
+llama.cpp rejects can abort the process, and the child absorbs that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from gguf.constants import GGUFValueType
+
+from . import __version__
+from .errors import GGUFError, TrimError
+from .gguf_io import GGUFFile, OutTensor, TensorInfo, encode_field, write_gguf
+from .select import Selection, kept_merges
+from .vocab import SPECIAL_ID_KEYS, SUPPRESS_KEY
+
+PROVENANCE_PREFIX = "gguf_trim."
+ROW_CHUNK_BYTES = 32 << 20
+
+
+@dataclass
+class TrimResult:
+    output: Path
+    n_vocab_original: int
+    n_vocab_trimmed: int
+    size_original: int
+    size_trimmed: int
+    sliced_tensors: list[str]
+    merges_original: int
+    merges_trimmed: int
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 23):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def vocab_tensors(g: GGUFFile, n_vocab: int) -> list[TensorInfo]:
+    """Tensors with one row per token (token_embd, output, output.bias, per_layer_token_embd...)."""
+    out = []
+    for t in g.tensors:
+        if t.shape[-1] == n_vocab:
+            out.append(t)
+        elif n_vocab in t.shape[:-1]:
+            raise TrimError(f"{g.path}: tensor {t.name} {t.shape} has an n_vocab dimension that is not its "
+                            "row dimension; gguf-trim does not know how to slice it")
+    return out
+
+
+def _sliced_writer(g: GGUFFile, t: TensorInfo, n_vocab: int, kept: np.ndarray):
+    def write(fh: BinaryIO) -> None:
+        rows = np.frombuffer(g.tensor_bytes(t), dtype=np.uint8).reshape(n_vocab, t.nbytes // n_vocab)
+        step = max(1, ROW_CHUNK_BYTES // rows.shape[1])
+        for a in range(0, len(kept), step):
+            fh.write(rows[kept[a:a + step]].tobytes())
+    return write
+
+
+def _copy_writer(g: GGUFFile, t: TensorInfo):
+    def write(fh: BinaryIO) -> None:
+        mv = g.tensor_bytes(t)
+        for a in range(0, t.nbytes, 1 << 26):
+            fh.write(mv[a:a + (1 << 26)])
+    return write
+
+
+def _provenance(g: GGUFFile, sel: Selection, source_sha: str) -> list[bytes]:
+    """gguf_trim.* keys: where the file came from and how each new id maps back to the source."""
+    kept = sel.kept_ids.astype(np.uint32)
+    src_name = g.path.name
+    src_n = sel.vocab.n
+    prev = g.get(PROVENANCE_PREFIX + "kept_ids")
+    if isinstance(prev, np.ndarray) and len(prev) == src_n:  # trimming a trimmed file: map to the first source
+        kept = prev.astype(np.uint32)[kept]
+        src_name = g.fields[PROVENANCE_PREFIX + "source_file"].text()
+        source_sha = g.fields[PROVENANCE_PREFIX + "source_sha256"].text()
+        src_n = int(g.get(PROVENANCE_PREFIX + "source_n_vocab"))
+    S, U, A = GGUFValueType.STRING, GGUFValueType.UINT32, GGUFValueType.ARRAY
+    return [
+        encode_field(PROVENANCE_PREFIX + "version", S, __version__),
+        encode_field(PROVENANCE_PREFIX + "source_file", S, src_name),
+        encode_field(PROVENANCE_PREFIX + "source_sha256", S, source_sha),
+        encode_field(PROVENANCE_PREFIX + "source_n_vocab", U, src_n),
+        encode_field(PROVENANCE_PREFIX + "source_vocab_sha256", S, sel.vocab.sha256),
+        encode_field(PROVENANCE_PREFIX + "langs", S, ",".join(sel.langs)),
+        encode_field(PROVENANCE_PREFIX + "profile", S, sel.profile),
+        encode_field(PROVENANCE_PREFIX + "kept_by_reason", S, json.dumps(sel.summary())),
+        encode_field(PROVENANCE_PREFIX + "kept_ids", A, kept, U),
+    ]
+
+
+def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str) -> tuple[list[bytes], int]:
+    vocab, keep = sel.vocab, sel.keep
+    kept = sel.kept_ids
+    new_id = np.full(vocab.n, -1, dtype=np.int64)
+    new_id[kept] = np.arange(len(kept))
+    n_new = len(kept)
+    arch = g.arch
+    merges = kept_merges(vocab, keep) if vocab.merges else None
+    if vocab.merges and not merges:
+        raise TrimError("the trim would leave no BPE merges, which llama.cpp refuses to load")
+    kv: list[bytes] = []
+    for name, f in g.fields.items():
+        if name.startswith(PROVENANCE_PREFIX):
+            continue
+        if name == "tokenizer.ggml.tokens":
+            kv.append(encode_field(name, f.vtype, [vocab.tokens[i] for i in kept.tolist()], f.subtype))
+        elif name in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type") and isinstance(f.value, np.ndarray):
+            kv.append(encode_field(name, f.vtype, f.value[:vocab.n][kept], f.subtype))
+        elif name == "tokenizer.ggml.merges":
+            kv.append(encode_field(name, f.vtype, merges, f.subtype))
+        elif name in SPECIAL_ID_KEYS and name in vocab.special_ids:
+            old = vocab.special_ids[name]
+            if not 0 <= old < vocab.n:
+                continue  # out of range in the source too: llama.cpp ignored it there, drop it
+            kv.append(encode_field(name, GGUFValueType.UINT32, int(new_id[old])))
+        elif name == SUPPRESS_KEY and isinstance(f.value, np.ndarray):
+            ids = [int(new_id[i]) for i in f.value.tolist() if 0 <= i < vocab.n and new_id[i] >= 0]
+            if ids:
+                kv.append(encode_field(name, f.vtype, ids, f.subtype))
+        elif name == f"{arch}.vocab_size":
+            kv.append(encode_field(name, f.vtype, n_new))
+        else:
+            assert f.raw is not None
+            kv.append(f.raw)
+    kv.extend(_provenance(g, sel, source_sha))
+    return kv, len(merges or ())
+
+
+def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True,
+              source_sha256: str | None = None) -> TrimResult:
+    """Write `src` restricted to the selection's tokens to `out`, atomically."""
+    out = Path(out)
+    if out.exists() and out.resolve() == src.path.resolve():
+        raise TrimError(f"-o {out} is the input file; refusing to overwrite the input")
+    if out.is_dir():
+        raise TrimError(f"-o {out} is a directory; give a file name")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise TrimError(f"output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TrimError(f"output folder {folder} is not writable")
+    vocab = sel.vocab
+    kept = sel.kept_ids
+    sha = source_sha256 or file_sha256(src.path)
+    kv, n_merges = _new_metadata(src, sel, sha)
+    sliced = vocab_tensors(src, vocab.n)
+    sliced_names = {t.name for t in sliced}
+    tensors = []
+    for t in src.tensors:
+        if t.name in sliced_names:
+            shape = t.shape[:-1] + (len(kept),)
+            tensors.append(OutTensor(t.name, shape, t.ggml_type, t.nbytes // vocab.n * len(kept),
+                                     _sliced_writer(src, t, vocab.n, kept)))
+        else:
+            tensors.append(OutTensor(t.name, t.shape, t.ggml_type, t.nbytes, _copy_writer(src, t)))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write_gguf(fh, kv, tensors, src.alignment, version=3)
+        os.chmod(tmp, 0o644)
+        _check_written(tmp, len(kept), [t.name for t in src.tensors])
+        if check:
+            load_check(tmp, len(kept))
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return TrimResult(out, vocab.n, len(kept), src.size, out.stat().st_size, sorted(sliced_names),
+                      len(vocab.merges or ()), n_merges)
+
+
+def _check_written(path: str, n_vocab: int, tensor_names: list[str]) -> None:
+    """Re-read what was written with the same validating parser."""
+    try:
+        with GGUFFile(path) as g:
+            n = len(g.get("tokenizer.ggml.tokens") or ())
+            names = [t.name for t in g.tensors]
+    except GGUFError as e:
+        raise TrimError(f"internal error: the written file does not parse: {e}") from None
+    if n != n_vocab or names != tensor_names:
+        raise TrimError("internal error: the written file does not hold the expected vocabulary/tensors")
+
+
+_LOAD_CHECK = r"""
+import sys
+from llama_cpp import Llama, llama_n_vocab
+llm = Llama(sys.argv[1], vocab_only=True, verbose=False)
+n = llama_n_vocab(llm._model.vocab)
+ids = llm.tokenize("Hello, thế giới! Tiếng Việt 123".encode(), add_bos=False, special=False)
+print(n, len(ids))
+"""
+
+
+def load_check(path: str | Path, n_vocab: int | None = None, timeout: float = 300) -> None:
+    """Load the vocabulary with llama-cpp-python in a child process (llama.cpp aborts on some
+    invalid vocabularies, which must not take this process down) and tokenize a probe text."""
+    try:
+        r = subprocess.run([sys.executable, "-c", _LOAD_CHECK, str(path)], capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TrimError(f"load check of {path} timed out") from None
+    if r.returncode != 0:
+        lines = [ln for ln in (r.stderr or "").strip().splitlines() if ln.strip()]
+        why = lines[-1] if lines else f"exit code {r.returncode}"
+        raise TrimError(f"llama.cpp cannot load the trimmed vocabulary: {why}")
+    n = int(r.stdout.split()[0])
+    if n_vocab is not None and n != n_vocab:
+        raise TrimError(f"llama.cpp loaded {n} tokens, expected {n_vocab}")

@@ -1,0 +1,149 @@
+"""Checking a trimmed file against its original through llama-cpp-python itself.
+
+Tokenization fidelity: each line tokenized by both files, the trimmed ids mapped back
+through the provenance (gguf_trim.kept_ids), must be the original ids. Logits: the same
+token sequence fed to both models; the trimmed logits must equal the original's at the
+kept ids (on CPU exactly: every output row is the same dot product over the same bytes).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import TrimError
+from .gguf_io import GGUFFile
+
+os.environ.setdefault("LLAMA_LOG_LEVEL", "error")
+
+
+def kept_ids_of(trimmed: str | Path, original_n_vocab: int | None = None) -> np.ndarray:
+    """Original id of every token of a trimmed file, from its provenance metadata."""
+    with GGUFFile(trimmed) as g:
+        kept = g.get("gguf_trim.kept_ids")
+        src_n = g.get("gguf_trim.source_n_vocab")
+    if not isinstance(kept, np.ndarray):
+        raise TrimError(f"{trimmed}: no gguf_trim.kept_ids: not a file written by gguf-trim")
+    if original_n_vocab is not None and src_n != original_n_vocab:
+        raise TrimError(f"{trimmed} was trimmed from a {src_n}-token vocabulary, but the original given has "
+                        f"{original_n_vocab} tokens")
+    return kept.astype(np.int64)
+
+
+def load_llama(path: str | Path, vocab_only: bool = False, n_ctx: int = 512, logits_all: bool = False,
+               n_threads: int | None = None, n_gpu_layers: int = 0):
+    """A llama_cpp.Llama, with llama.cpp's load errors turned into one-line TrimErrors."""
+    from llama_cpp import Llama
+
+    if not Path(path).is_file():
+        raise TrimError(f"{path}: no such file")
+    GGUFFile(path).close()  # our validating parser first: clean errors for corrupt files
+    try:
+        return Llama(str(path), vocab_only=vocab_only, n_ctx=n_ctx, logits_all=logits_all,
+                     n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers, verbose=False)
+    except (ValueError, RuntimeError) as e:
+        raise TrimError(f"{path}: llama.cpp cannot load it: {e}") from None
+
+
+def tokenize(llm, text: str, add_bos: bool = False) -> list[int]:
+    return llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+
+
+def read_lines(path: str | Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [ln.rstrip("\n").rstrip("\r") for ln in f if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise TrimError(f"{path}: cannot read text ({e})") from None
+
+
+def line_fidelity(orig, trim, kept: np.ndarray, lines: Iterable[str], worst: int = 5) -> dict[str, Any]:
+    n = same = 0
+    tok_o = tok_t = 0
+    examples = []
+    for line in lines:
+        a = tokenize(orig, line)
+        b = tokenize(trim, line)
+        n += 1
+        tok_o += len(a)
+        tok_t += len(b)
+        mapped = kept[b].tolist() if b else []
+        if mapped == a:
+            same += 1
+        elif len(examples) < worst:
+            examples.append({"line": line[:200], "original_tokens": len(a), "trimmed_tokens": len(b),
+                             "original": [orig.detokenize([i]).decode("utf-8", "replace") for i in a[:40]],
+                             "trimmed": [trim.detokenize([i]).decode("utf-8", "replace") for i in b[:40]]})
+    return {"lines": n, "identical_lines": same, "line_fidelity": same / n if n else 1.0,
+            "tokens_original": tok_o, "tokens_trimmed": tok_t, "worst": examples}
+
+
+def logits_diff(original: str | Path, trimmed: str | Path, kept: np.ndarray, lines: list[str],
+                n_ctx: int = 256) -> dict[str, Any]:
+    """Max |logit difference| at the kept ids over the given lines (same token sequence in both)."""
+    new_of = np.full(int(kept.max()) + 1, -1, dtype=np.int64)
+    new_of[kept] = np.arange(len(kept))
+    lo = load_llama(original, n_ctx=n_ctx, logits_all=True)
+    lt = load_llama(trimmed, n_ctx=n_ctx, logits_all=True)
+    worst, compared, positions = 0.0, 0, 0
+    try:
+        for line in lines:
+            ids = tokenize(lo, line, add_bos=True)  # BOS only where the vocab asks for it
+            ids = ids[: n_ctx - 1]
+            if len(ids) < 1 or (np.asarray(ids) >= len(new_of)).any() or (new_of[ids] < 0).any():
+                continue
+            lo.reset()
+            lo.eval(ids)
+            a = np.array(lo.scores[: lo.n_tokens])[:, kept]
+            lt.reset()
+            lt.eval(new_of[ids].tolist())
+            b = np.array(lt.scores[: lt.n_tokens])
+            worst = max(worst, float(np.abs(a - b).max()))
+            compared += 1
+            positions += len(ids)
+    finally:
+        lo.close()
+        lt.close()
+    return {"logits_lines": compared, "logits_positions": positions, "logits_max_abs_diff": worst}
+
+
+def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = (), logits: int = 0,
+           worst: int = 5) -> dict[str, Any]:
+    """Fidelity, logits and load report of a trimmed file (see the module docstring)."""
+    orig = load_llama(original, vocab_only=True)
+    trim = load_llama(trimmed, vocab_only=True)
+    try:
+        kept = kept_ids_of(trimmed, orig.n_vocab())
+        if len(kept) != trim.n_vocab():
+            raise TrimError(f"{trimmed}: gguf_trim.kept_ids has {len(kept)} ids for {trim.n_vocab()} tokens")
+        report: dict[str, Any] = {
+            "original": str(original), "trimmed": str(trimmed), "loads": True,
+            "n_vocab_original": orig.n_vocab(), "n_vocab_trimmed": trim.n_vocab(),
+            "size_original": Path(original).stat().st_size, "size_trimmed": Path(trimmed).stat().st_size,
+            "files": [],
+        }
+        all_lines: list[str] = []
+        for path in texts:
+            lines = read_lines(path)
+            all_lines.extend(lines)
+            r = line_fidelity(orig, trim, kept, lines, worst)
+            report["files"].append({"path": str(path), **r})
+    finally:
+        orig.close()
+        trim.close()
+    report["logits_max_abs_diff"] = None
+    if logits:
+        sample = _spread(all_lines, logits) if all_lines else ["Hello world.", "Xin chào thế giới."][:logits]
+        report.update(logits_diff(original, trimmed, kept, sample))
+    return report
+
+
+def _spread(lines: list[str], n: int) -> list[str]:
+    """n lines spread evenly over the list (both languages when files are concatenated)."""
+    if n >= len(lines):
+        return lines
+    idx = np.linspace(0, len(lines) - 1, n).round().astype(int)
+    return [lines[i] for i in idx]

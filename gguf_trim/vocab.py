@@ -1,0 +1,229 @@
+"""The tokenizer stored in a GGUF, decoded the way llama.cpp reads it.
+
+Two tokenizer models are supported, the ones llama.cpp calls `gpt2` (byte-level BPE with
+merges: Qwen2, Llama 3, SmolLM) and `llama` (SentencePiece with scores and <0xNN> byte
+tokens: Gemma, Phi-3, Llama 2). `derivation` replays llama.cpp's own merge loop on one
+token so that trimming can keep every token a kept token is built from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .errors import TrimError
+from .gguf_io import GGUFFile
+
+# llama.cpp token types (include/llama.h)
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+TYPE_NAMES = {0: "undefined", 1: "normal", 2: "unknown", 3: "control", 4: "user_defined", 5: "unused", 6: "byte"}
+SPECIAL_TYPES = (UNKNOWN, CONTROL, USER_DEFINED)
+
+# Every key holding a token id (llama-arch.cpp), all stored as UINT32.
+SPECIAL_ID_KEYS = tuple(f"tokenizer.ggml.{k}_token_id" for k in (
+    "bos", "eos", "eot", "eom", "unknown", "seperator", "padding", "mask", "cls",
+    "fim_pre", "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep", "prefix", "suffix", "middle"))
+SUPPRESS_KEY = "tokenizer.ggml.suppress_tokens"
+SUPPORTED_MODELS = {"gpt2": "byte-level BPE", "llama": "SentencePiece"}
+SPM_SPACE = "\u2581"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte <-> printable character map, which byte-level BPE vocabularies are stored in."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+BYTE_TO_CHAR = _bytes_to_unicode()
+CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
+
+
+@dataclass
+class Vocab:
+    model: str
+    pre: str | None
+    tokens: list[bytes]  # as stored (byte-level chars for BPE, ▁ for SPM)
+    types: np.ndarray  # int32 per token
+    scores: np.ndarray | None  # float32 per token
+    merges: list[bytes] | None
+    special_ids: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+
+    @classmethod
+    def from_gguf(cls, g: GGUFFile) -> "Vocab":
+        p = str(g.path)
+        model = g.get("tokenizer.ggml.model")
+        if model is None:
+            raise TrimError(f"{p}: no tokenizer in this GGUF (tokenizer.ggml.model is missing)")
+        model = model.decode("utf-8", "replace") if isinstance(model, bytes) else str(model)
+        if model not in SUPPORTED_MODELS:
+            raise TrimError(f"{p}: unsupported tokenizer model {model!r}; gguf-trim supports "
+                            + ", ".join(f"{k} ({v})" for k, v in SUPPORTED_MODELS.items()))
+        tokens = g.get("tokenizer.ggml.tokens")
+        if not isinstance(tokens, list) or not tokens:
+            raise TrimError(f"{p}: tokenizer.ggml.tokens is missing or not a string array")
+        n = len(tokens)
+        types = g.get("tokenizer.ggml.token_type")
+        if types is None:
+            types = np.full(n, NORMAL, dtype=np.int32)
+        elif not isinstance(types, np.ndarray) or len(types) < n:
+            raise TrimError(f"{p}: tokenizer.ggml.token_type must be an integer array of length {n}")
+        scores = g.get("tokenizer.ggml.scores")
+        if scores is not None and (not isinstance(scores, np.ndarray) or len(scores) < n):
+            raise TrimError(f"{p}: tokenizer.ggml.scores must be a number array of length {n}")
+        merges = g.get("tokenizer.ggml.merges")
+        if model == "gpt2" and (not isinstance(merges, list) or not merges):
+            raise TrimError(f"{p}: BPE tokenizer without tokenizer.ggml.merges")
+        pre = g.get("tokenizer.ggml.pre")
+        special = {}
+        for k in SPECIAL_ID_KEYS:
+            v = g.get(k)
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                special[k] = int(v)
+        return cls(model=model, pre=pre.decode("utf-8", "replace") if isinstance(pre, bytes) else pre,
+                   tokens=tokens, types=np.asarray(types[:n], dtype=np.int32),
+                   scores=None if scores is None else np.asarray(scores[:n], dtype=np.float32),
+                   merges=merges if isinstance(merges, list) else None, special_ids=special, source=p)
+
+    @property
+    def n(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def is_bpe(self) -> bool:
+        return self.model == "gpt2"
+
+    @cached_property
+    def sha256(self) -> str:
+        """Identity of the tokenizer (model, pre, tokens, types, scores, merges), for plans."""
+        h = hashlib.sha256()
+        h.update(f"{self.model}\0{self.pre}\0{self.n}\0".encode())
+        for t in self.tokens:
+            h.update(len(t).to_bytes(4, "little"))
+            h.update(t)
+        h.update(self.types.astype("<i4").tobytes())
+        if self.scores is not None:
+            h.update(self.scores.astype("<f4").tobytes())
+        for m in self.merges or ():
+            h.update(len(m).to_bytes(4, "little"))
+            h.update(m)
+        return h.hexdigest()
+
+    @cached_property
+    def token_to_id(self) -> dict[bytes, int]:
+        d: dict[bytes, int] = {}
+        for i, t in enumerate(self.tokens):
+            d.setdefault(t, i)
+        return d
+
+    @cached_property
+    def pieces(self) -> list[bytes]:
+        """The bytes each token stands for in text."""
+        out = []
+        types = self.types.tolist()
+        if self.is_bpe:
+            dec = CHAR_TO_BYTE
+            for t, ty in zip(self.tokens, types):
+                if ty in (NORMAL, 0, UNUSED):
+                    s = t.decode("utf-8", "replace")
+                    try:
+                        out.append(bytes(dec[c] for c in s))
+                    except KeyError:  # not byte-encoded: llama.cpp shows it raw
+                        out.append(t)
+                else:
+                    out.append(t)
+        else:
+            sp = SPM_SPACE.encode()
+            for t, ty in zip(self.tokens, types):
+                if ty == BYTE and len(t) == 6 and t.startswith(b"<0x") and t.endswith(b">"):
+                    try:
+                        out.append(bytes([int(t[3:5], 16)]))
+                        continue
+                    except ValueError:
+                        pass
+                out.append(t.replace(sp, b" ") if ty in (NORMAL, 0, UNUSED) else t)
+        return out
+
+    def byte_token_ids(self) -> list[int]:
+        """The 256 tokens that spell any byte; llama.cpp drops text (BPE) or aborts (SPM) without them."""
+        ids = []
+        missing = []
+        for b in range(256):
+            text = BYTE_TO_CHAR[b].encode() if self.is_bpe else f"<0x{b:02X}>".encode()
+            i = self.token_to_id.get(text)
+            if i is None:
+                missing.append(b)
+            else:
+                ids.append(i)
+        self.missing_bytes = missing
+        return ids
+
+    def display(self, i: int) -> str:
+        """A token as readable text: its piece, with undecodable bytes escaped."""
+        return self.pieces[i].decode("utf-8", "backslashreplace")
+
+    def stored_text(self, i: int) -> str:
+        return self.tokens[i].decode("utf-8", "backslashreplace")
+
+    # -- llama.cpp's merge loops, replayed on a single token ---------------------------------
+    @cached_property
+    def merge_ranks(self) -> dict[tuple[str, str], int]:
+        ranks: dict[tuple[str, str], int] = {}
+        for r, m in enumerate(self.merges or ()):
+            s = m.decode("utf-8", "replace")
+            sp = s.find(" ", 1)  # llama-vocab.cpp splits at the first space at position >= 1
+            pair = (s, "") if sp < 0 else (s[:sp], s[sp + 1:])
+            ranks.setdefault(pair, r)
+        return ranks
+
+    def derivation(self, i: int) -> list[int] | None:
+        """Ids of the tokens llama.cpp forms on the way to token i when tokenizing its own text
+        (not counting i and the single characters), or None if that text does not end as i."""
+        text = self.tokens[i].decode("utf-8", "replace")
+        syms = list(text)
+        formed: list[str] = []
+        if self.is_bpe:
+            ranks = self.merge_ranks
+            while len(syms) > 1:
+                best, at = None, -1
+                for k in range(len(syms) - 1):
+                    r = ranks.get((syms[k], syms[k + 1]))
+                    if r is not None and (best is None or r < best):
+                        best, at = r, k
+                if best is None:
+                    break
+                syms[at:at + 2] = [syms[at] + syms[at + 1]]
+                formed.append(syms[at])
+        else:
+            t2i, scores = self.token_to_id, self.scores
+            while len(syms) > 1:
+                best, at = None, -1
+                for k in range(len(syms) - 1):
+                    j = t2i.get((syms[k] + syms[k + 1]).encode())
+                    if j is not None:
+                        sc = float(scores[j]) if scores is not None else 0.0
+                        if best is None or sc > best:
+                            best, at = sc, k
+                if best is None:
+                    break
+                syms[at:at + 2] = [syms[at] + syms[at + 1]]
+                formed.append(syms[at])
+        if syms != [text]:
+            return None
+        t2i = self.token_to_id
+        out = []
+        for s in formed[:-1]:
+            j = t2i.get(s.encode())
+            if j is not None:
+                out.append(j)
+        return out
