@@ -13,6 +13,7 @@ Latin script but are only used in CJK text.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
 
@@ -53,6 +54,11 @@ for _lo, _hi in EN_VI_RANGES:
     _ALLOWED[_lo:_hi + 1] = True
 _ALLOWED[0xD800:0xE000] = False  # surrogates are never text
 _ALLOWED_PREFIX = np.concatenate([[0], np.cumsum(_ALLOWED, dtype=np.int64)])
+# the same set as a regex over decoded text: the fast path for complete tokens
+_ALLOWED_RE = re.compile("[" + "".join(
+    f"\\U{max(lo, 0xE000) if lo <= 0xDFFF < hi and lo >= 0xD800 else lo:08x}-\\U{hi:08x}"
+    for lo, hi in EN_VI_RANGES) + "]*")
+_GREEK_RE = re.compile("[\u0370-\u03ff]")
 
 
 def check_langs(langs: str) -> tuple[str, ...]:
@@ -122,8 +128,14 @@ def judge_bytes(piece: bytes) -> tuple[bool, str]:
     """(allowed, label). Allowed when every character is English/Vietnamese (at most one Greek
     letter) and any partial UTF-8 head/tail could belong to an allowed character. The label
     names the first offending script, for the plan and the reports."""
-    if not piece:
-        return False, "empty"
+    if piece.isascii():
+        return (True, "en-vi") if piece else (False, "empty")
+    try:
+        text = piece.decode("utf-8")
+        if _ALLOWED_RE.fullmatch(text) and not _GREEK_RE.search(text):
+            return True, "en-vi"
+    except UnicodeDecodeError:
+        pass
     i = 0
     while i < len(piece) and i < 3 and 0x80 <= piece[i] <= 0xBF:
         i += 1

@@ -84,14 +84,15 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, as
             "size_trimmed": res.size_trimmed, "sliced_tensors": res.sliced_tensors,
             "merges": [res.merges_original, res.merges_trimmed], "kept_by_reason": sel.summary(),
             "closure_added": [sel.vocab.display(i) for i in sel.closure_added], "seconds": round(secs, 2),
-            "load_checked": check}
+            "load_checked": check, "padding_tokens": res.n_padding}
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False, indent=1))
         return
     click.echo(f"{res.output}: {res.n_vocab_trimmed:,} of {res.n_vocab_original:,} tokens "
                f"({res.n_vocab_trimmed / res.n_vocab_original:.1%}), "
                f"{_human(res.size_trimmed)} from {_human(res.size_original)} in {secs:.1f} s")
-    click.echo("  kept: " + ", ".join(f"{k} {v:,}" for k, v in sel.summary().items()))
+    click.echo("  kept: " + ", ".join(f"{k} {v:,}" for k, v in sel.summary().items())
+               + (f"; {res.n_padding} padding tokens keep float logits bit-exact" if res.n_padding else ""))
     if sel.closure_added:
         shown = ", ".join(repr(sel.vocab.display(i)) for i in sel.closure_added[:10])
         click.echo(f"  closure added {len(sel.closure_added)}: {shown}")

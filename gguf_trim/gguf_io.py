@@ -16,9 +16,10 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
@@ -274,6 +275,9 @@ class GGUFFile:
         return np.frombuffer(self._mm, dtype=np.uint8, count=t.nbytes,
                              offset=self.data_offset + t.offset).reshape(t.n_rows, t.row_bytes)
 
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
     def close(self) -> None:
         mm = getattr(self, "_mm", None)
         if mm is not None:
@@ -283,7 +287,7 @@ class GGUFFile:
                 pass  # numpy views still alive; the map is released with them
         self._fh.close()
 
-    def __enter__(self) -> "GGUFFile":
+    def __enter__(self) -> GGUFFile:
         return self
 
     def __exit__(self, *exc: object) -> None:

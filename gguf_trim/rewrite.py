@@ -20,16 +20,40 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from gguf.constants import GGUFValueType
+from gguf.constants import GGMLQuantizationType, GGUFValueType
 
 from . import __version__
 from .errors import GGUFError, TrimError
 from .gguf_io import GGUFFile, OutTensor, TensorInfo, encode_field, write_gguf
 from .select import Selection, kept_merges
-from .vocab import SPECIAL_ID_KEYS, SUPPRESS_KEY
+from .vocab import SPECIAL_ID_KEYS, SUPPRESS_KEY, UNUSED, Vocab
 
 PROVENANCE_PREFIX = "gguf_trim."
 ROW_CHUNK_BYTES = 32 << 20
+FLOAT_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
+PAD_TEXT = "<|gguf_trim_pad_{}|>"
+
+
+def padding_rows(vocab: Vocab, n_kept: int, vocab_types: list[int], kept: np.ndarray) -> list[int]:
+    """Rows to append so logits stay bit-exact on CPU. llama.cpp computes float (F32/F16/BF16)
+    output matrices with its tinyBLAS kernel only when the row count is a multiple of 4, and
+    with ggml's own dot product otherwise; the two round differently. So the trimmed count
+    must be in the same class as the original: pad with UNUSED tokens that repeat the row of
+    the padding (else unknown, else end) token, which is never produced from text."""
+    if not any(t in FLOAT_TYPES for t in vocab_types):
+        return []
+    if vocab.n % 4 == 0:
+        n_pad = (-n_kept) % 4
+    else:
+        n_pad = 1 if n_kept % 4 == 0 else 0
+    if not n_pad:
+        return []
+    src = next((vocab.special_ids[k] for k in ("tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id",
+                                             "tokenizer.ggml.eos_token_id")
+                if k in vocab.special_ids and 0 <= vocab.special_ids[k] < vocab.n
+                and kept[min(np.searchsorted(kept, vocab.special_ids[k]), len(kept) - 1)] == vocab.special_ids[k]),
+               int(kept[0]))
+    return [src] * n_pad
 
 
 @dataclass
@@ -42,6 +66,7 @@ class TrimResult:
     sliced_tensors: list[str]
     merges_original: int
     merges_trimmed: int
+    n_padding: int = 0  # UNUSED tokens appended to keep float logits bit-exact (see padding_rows)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -74,21 +99,39 @@ def _sliced_writer(g: GGUFFile, t: TensorInfo, n_vocab: int, kept: np.ndarray):
 
 
 def _copy_writer(g: GGUFFile, t: TensorInfo):
+    """Copy in the kernel (copy_file_range): the bytes never pass through this process, so the
+    resident set stays small whatever the model size."""
     def write(fh: BinaryIO) -> None:
-        mv = g.tensor_bytes(t)
-        for a in range(0, t.nbytes, 1 << 26):
-            fh.write(mv[a:a + (1 << 26)])
+        fh.flush()
+        src_off, dst_off, left = g.data_offset + t.offset, fh.tell(), t.nbytes
+        try:
+            while left:
+                n = os.copy_file_range(g.fileno(), fh.fileno(), min(left, 1 << 30), src_off, dst_off)
+                if n <= 0:
+                    break
+                src_off, dst_off, left = src_off + n, dst_off + n, left - n
+        except (OSError, AttributeError):
+            pass  # no copy_file_range here: finish from the memory map
+        fh.seek(dst_off)
+        if left:
+            mv = g.tensor_bytes(t)[t.nbytes - left:]
+            for a in range(0, left, 1 << 24):
+                fh.write(mv[a:a + (1 << 24)])
     return write
 
 
-def _provenance(g: GGUFFile, sel: Selection, source_sha: str) -> list[bytes]:
-    """gguf_trim.* keys: where the file came from and how each new id maps back to the source."""
+def _provenance(g: GGUFFile, sel: Selection, source_sha: str, pad: list[int]) -> list[bytes]:
+    """gguf_trim.* keys: where the file came from and how each new id maps back to the source
+    (kept_ids[new_id]; padding tokens, appended last, repeat the rows named in padding_rows)."""
     kept = sel.kept_ids.astype(np.uint32)
+    pad_rows = np.asarray(pad, dtype=np.uint32)
     src_name = g.path.name
     src_n = sel.vocab.n
     prev = g.get(PROVENANCE_PREFIX + "kept_ids")
-    if isinstance(prev, np.ndarray) and len(prev) == src_n:  # trimming a trimmed file: map to the first source
+    if isinstance(prev, np.ndarray) and len(prev) and kept.max() < len(prev):
+        # trimming a trimmed file: map to the first source
         kept = prev.astype(np.uint32)[kept]
+        pad_rows = prev.astype(np.uint32)[pad_rows]
         src_name = g.fields[PROVENANCE_PREFIX + "source_file"].text()
         source_sha = g.fields[PROVENANCE_PREFIX + "source_sha256"].text()
         src_n = int(g.get(PROVENANCE_PREFIX + "source_n_vocab"))
@@ -103,15 +146,21 @@ def _provenance(g: GGUFFile, sel: Selection, source_sha: str) -> list[bytes]:
         encode_field(PROVENANCE_PREFIX + "profile", S, sel.profile),
         encode_field(PROVENANCE_PREFIX + "kept_by_reason", S, json.dumps(sel.summary())),
         encode_field(PROVENANCE_PREFIX + "kept_ids", A, kept, U),
-    ]
+    ] + ([encode_field(PROVENANCE_PREFIX + "padding_rows", A, pad_rows, U)] if len(pad_rows) else [])
 
 
-def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str) -> tuple[list[bytes], int]:
+def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str, pad: list[int]) -> tuple[list[bytes], int]:
     vocab, keep = sel.vocab, sel.keep
     kept = sel.kept_ids
     new_id = np.full(vocab.n, -1, dtype=np.int64)
     new_id[kept] = np.arange(len(kept))
-    n_new = len(kept)
+    n_new = len(kept) + len(pad)
+    existing = vocab.token_to_id
+    pad_texts, k = [], 0
+    while len(pad_texts) < len(pad):
+        if PAD_TEXT.format(k).encode() not in existing:
+            pad_texts.append(PAD_TEXT.format(k).encode())
+        k += 1
     arch = g.arch
     merges = kept_merges(vocab, keep) if vocab.merges else None
     if vocab.merges and not merges:
@@ -121,9 +170,14 @@ def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str) -> tuple[list[by
         if name.startswith(PROVENANCE_PREFIX):
             continue
         if name == "tokenizer.ggml.tokens":
-            kv.append(encode_field(name, f.vtype, [vocab.tokens[i] for i in kept.tolist()], f.subtype))
-        elif name in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type") and isinstance(f.value, np.ndarray):
-            kv.append(encode_field(name, f.vtype, f.value[:vocab.n][kept], f.subtype))
+            kv.append(encode_field(name, f.vtype, [vocab.tokens[i] for i in kept.tolist()] + pad_texts, f.subtype))
+        elif name == "tokenizer.ggml.scores" and isinstance(f.value, np.ndarray):
+            low = f.value[:vocab.n].min() if vocab.n else 0
+            kv.append(encode_field(name, f.vtype, np.concatenate([f.value[:vocab.n][kept], [low] * len(pad)]),
+                                   f.subtype))
+        elif name == "tokenizer.ggml.token_type" and isinstance(f.value, np.ndarray):
+            kv.append(encode_field(name, f.vtype, np.concatenate([f.value[:vocab.n][kept], [UNUSED] * len(pad)]),
+                                   f.subtype))
         elif name == "tokenizer.ggml.merges":
             kv.append(encode_field(name, f.vtype, merges, f.subtype))
         elif name in SPECIAL_ID_KEYS and name in vocab.special_ids:
@@ -140,7 +194,7 @@ def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str) -> tuple[list[by
         else:
             assert f.raw is not None
             kv.append(f.raw)
-    kv.extend(_provenance(g, sel, source_sha))
+    kv.extend(_provenance(g, sel, source_sha, pad))
     return kv, len(merges or ())
 
 
@@ -160,15 +214,17 @@ def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True
     vocab = sel.vocab
     kept = sel.kept_ids
     sha = source_sha256 or file_sha256(src.path)
-    kv, n_merges = _new_metadata(src, sel, sha)
     sliced = vocab_tensors(src, vocab.n)
     sliced_names = {t.name for t in sliced}
+    pad = padding_rows(vocab, len(kept), [t.ggml_type for t in sliced], kept)
+    kv, n_merges = _new_metadata(src, sel, sha, pad)
+    rows = np.concatenate([kept, np.asarray(pad, dtype=kept.dtype)])
     tensors = []
     for t in src.tensors:
         if t.name in sliced_names:
-            shape = t.shape[:-1] + (len(kept),)
-            tensors.append(OutTensor(t.name, shape, t.ggml_type, t.nbytes // vocab.n * len(kept),
-                                     _sliced_writer(src, t, vocab.n, kept)))
+            shape = t.shape[:-1] + (len(rows),)
+            tensors.append(OutTensor(t.name, shape, t.ggml_type, t.nbytes // vocab.n * len(rows),
+                                     _sliced_writer(src, t, vocab.n, rows)))
         else:
             tensors.append(OutTensor(t.name, t.shape, t.ggml_type, t.nbytes, _copy_writer(src, t)))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
@@ -176,15 +232,15 @@ def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True
         with os.fdopen(fd, "wb") as fh:
             write_gguf(fh, kv, tensors, src.alignment, version=3)
         os.chmod(tmp, 0o644)
-        _check_written(tmp, len(kept), [t.name for t in src.tensors])
+        _check_written(tmp, len(rows), [t.name for t in src.tensors])
         if check:
-            load_check(tmp, len(kept))
+            load_check(tmp, len(rows))
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return TrimResult(out, vocab.n, len(kept), src.size, out.stat().st_size, sorted(sliced_names),
-                      len(vocab.merges or ()), n_merges)
+    return TrimResult(out, vocab.n, len(rows), src.size, out.stat().st_size, sorted(sliced_names),
+                      len(vocab.merges or ()), n_merges, len(pad))
 
 
 def _check_written(path: str, n_vocab: int, tensor_names: list[str]) -> None:

@@ -9,15 +9,15 @@ kept ids (on CPU exactly: every output row is the same dot product over the same
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from .errors import TrimError
 from .gguf_io import GGUFFile
-
-os.environ.setdefault("LLAMA_LOG_LEVEL", "error")
 
 
 def kept_ids_of(trimmed: str | Path, original_n_vocab: int | None = None) -> np.ndarray:
@@ -33,11 +33,38 @@ def kept_ids_of(trimmed: str | Path, original_n_vocab: int | None = None) -> np.
     return kept.astype(np.int64)
 
 
+_LOG_CALLBACK = None
+
+
+def quiet_llama() -> None:
+    """Let through only llama.cpp's errors (its info/warning chatter ignores verbose=False)."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    last = [0]
+
+    @llama_cpp.llama_log_callback
+    def _cb(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line)
+        if level != 5:
+            last[0] = level
+        if last[0] == 4:
+            sys.stderr.write(text.decode("utf-8", "replace"))
+
+    _LOG_CALLBACK = _cb  # keep a reference: ctypes callbacks must outlive their use
+    llama_cpp.llama_log_set(_cb, ctypes.c_void_p(0))
+
+
 def load_llama(path: str | Path, vocab_only: bool = False, n_ctx: int = 512, logits_all: bool = False,
                n_threads: int | None = None, n_gpu_layers: int = 0):
     """A llama_cpp.Llama, with llama.cpp's load errors turned into one-line TrimErrors."""
     from llama_cpp import Llama
 
+    quiet_llama()
     if not Path(path).is_file():
         raise TrimError(f"{path}: no such file")
     GGUFFile(path).close()  # our validating parser first: clean errors for corrupt files
@@ -70,7 +97,7 @@ def line_fidelity(orig, trim, kept: np.ndarray, lines: Iterable[str], worst: int
         n += 1
         tok_o += len(a)
         tok_t += len(b)
-        mapped = kept[b].tolist() if b else []
+        mapped = [int(kept[i]) if i < len(kept) else -1 for i in b]
         if mapped == a:
             same += 1
         elif len(examples) < worst:
@@ -100,7 +127,7 @@ def logits_diff(original: str | Path, trimmed: str | Path, kept: np.ndarray, lin
             a = np.array(lo.scores[: lo.n_tokens])[:, kept]
             lt.reset()
             lt.eval(new_of[ids].tolist())
-            b = np.array(lt.scores[: lt.n_tokens])
+            b = np.array(lt.scores[: lt.n_tokens])[:, : len(kept)]
             worst = max(worst, float(np.abs(a - b).max()))
             compared += 1
             positions += len(ids)
@@ -117,7 +144,7 @@ def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = 
     trim = load_llama(trimmed, vocab_only=True)
     try:
         kept = kept_ids_of(trimmed, orig.n_vocab())
-        if len(kept) != trim.n_vocab():
+        if len(kept) > trim.n_vocab():  # padding tokens (see rewrite.padding_rows) come after the kept ones
             raise TrimError(f"{trimmed}: gguf_trim.kept_ids has {len(kept)} ids for {trim.n_vocab()} tokens")
         report: dict[str, Any] = {
             "original": str(original), "trimmed": str(trimmed), "loads": True,

@@ -60,7 +60,7 @@ class Vocab:
     source: str = ""
 
     @classmethod
-    def from_gguf(cls, g: GGUFFile) -> "Vocab":
+    def from_gguf(cls, g: GGUFFile) -> Vocab:
         p = str(g.path)
         model = g.get("tokenizer.ggml.model")
         if model is None:
