@@ -193,7 +193,8 @@ def diff(a, b, as_json):
                    f"   tokenizer {r['tokenizer'][0]}/{r['tokenizer'][1]} pre {r['pre'][0]}/{r['pre'][1]}")
         click.echo(f"same ids 0..{r['same_ids_prefix'] - 1}; {r['differing_ids']:,} ids differ; "
                    f"{r['only_in_a']:,} texts only in A, {r['only_in_b']:,} only in B, {r['common_texts']:,} shared")
-        click.echo(f"merges {r['merges'][0]:,} / {r['merges'][1]:,}, identical for the first {r['same_merges_prefix']:,}")
+        click.echo(f"merges {r['merges'][0]:,} / {r['merges'][1]:,}, "
+                   f"identical for the first {r['same_merges_prefix']:,}")
         for ex in r["examples"][:10]:
             click.echo(f"  id {ex['id']}: {ex['a']!r} vs {ex['b']!r}")
     sys.exit(0 if r["identical"] else 1)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from gguf.constants import GGMLQuantizationType, GGUFValueType
+from gguf.constants import GGUFValueType
 
 from . import __version__
 from .errors import GGUFError, TrimError
@@ -30,22 +30,21 @@ from .vocab import SPECIAL_ID_KEYS, SUPPRESS_KEY, UNUSED, Vocab
 
 PROVENANCE_PREFIX = "gguf_trim."
 ROW_CHUNK_BYTES = 32 << 20
-FLOAT_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
+PAD_MODULUS = 16
 PAD_TEXT = "<|gguf_trim_pad_{}|>"
 
 
 def padding_rows(vocab: Vocab, n_kept: int, vocab_types: list[int], kept: np.ndarray) -> list[int]:
-    """Rows to append so logits stay bit-exact on CPU. llama.cpp computes float (F32/F16/BF16)
-    output matrices with its tinyBLAS kernel only when the row count is a multiple of 4, and
-    with ggml's own dot product otherwise; the two round differently. So the trimmed count
-    must be in the same class as the original: pad with UNUSED tokens that repeat the row of
-    the padding (else unknown, else end) token, which is never produced from text."""
-    if not any(t in FLOAT_TYPES for t in vocab_types):
+    """Rows to append so logits stay bit-exact on CPU. llama.cpp picks its matmul kernel for
+    the output matrix by the row count: tinyBLAS for F32/F16/BF16 only when rows % 4 == 0, the
+    interleaved "repack" kernels for Q4_0/Q4_K/IQ4_NL... only when rows % 8 == 0, ggml's own
+    dot product otherwise, and they round differently. Keeping the trimmed count congruent to
+    the original modulo 16 keeps every such choice the same. The padding tokens are UNUSED,
+    can never be produced from text, and repeat the row of the padding (else unknown, else
+    end) token, so their logits are those of a token the model never emits."""
+    if not vocab_types:
         return []
-    if vocab.n % 4 == 0:
-        n_pad = (-n_kept) % 4
-    else:
-        n_pad = 1 if n_kept % 4 == 0 else 0
+    n_pad = (vocab.n - n_kept) % PAD_MODULUS
     if not n_pad:
         return []
     src = next((vocab.special_ids[k] for k in ("tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id",

@@ -1,0 +1,81 @@
+"""Tiny models with real vocabularies and random weights in every common tensor type:
+trim -> loads in llama-cpp-python -> logits at kept ids exactly equal -> ids map back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf.constants import GGMLQuantizationType as Q
+
+from gguf_trim import GGUFFile, trim
+from gguf_trim.synth import build_model
+from gguf_trim.verify import kept_ids_of, load_llama, logits_diff, tokenize
+
+from .conftest import vocab_file
+
+TEXT = ["Hello, world! The quick brown fox jumps over the lazy dog.",
+        "Xin chào thế giới! Tôi là học sinh ở Việt Nam, năm 2024.",
+        "Naïve café résumé — “quotes”, 3.14 ≤ π, ₫100 → €5 😀"]
+
+CASES = [
+    # vocab, arch, token_embd type, output type (None: tied), output.bias
+    ("qwen2", "qwen2", Q.Q4_K, Q.Q6_K, True),
+    ("llama-bpe", "llama", Q.Q8_0, None, False),
+    ("llama-bpe", "llama", Q.Q4_0, Q.F16, False),
+    ("llama-spm", "llama", Q.F32, None, False),
+    ("llama-spm", "llama", Q.F16, Q.F32, False),
+    ("phi-3", "llama", Q.Q6_K, Q.Q4_K, False),
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[2].name}-{c[3].name if c[3] else 'tied'}")
+def pair(request, tmp_path_factory):
+    vocab, arch, embd, out, bias = request.param
+    d = tmp_path_factory.mktemp("synth")
+    src = build_model(d / "model.gguf", vocab_file(vocab), embd, out, arch=arch, output_bias=bias)
+    res, sel = trim(src, d / "model.envi.gguf")
+    return src, d / "model.envi.gguf", res, sel
+
+
+def test_loads_and_logits_are_exact(pair):
+    src, dst, res, sel = pair
+    kept = kept_ids_of(dst)
+    r = logits_diff(src, dst, kept, TEXT)
+    assert r["logits_lines"] == len(TEXT)
+    assert r["logits_max_abs_diff"] == 0.0
+
+
+def test_ids_map_back_exactly(pair):
+    src, dst, res, sel = pair
+    kept = kept_ids_of(dst)
+    assert np.array_equal(kept, sel.kept_ids)
+    a, b = load_llama(src, vocab_only=True), load_llama(dst, vocab_only=True)
+    assert b.n_vocab() == res.n_vocab_trimmed < a.n_vocab()
+    for line in TEXT:
+        ids_a, ids_b = tokenize(a, line), tokenize(b, line)
+        assert kept[ids_b].tolist() == ids_a
+        assert b.detokenize(ids_b) == a.detokenize(ids_a)
+
+
+def test_vocab_rows_are_sliced_byte_exactly(pair):
+    src, dst, res, sel = pair
+    kept = sel.kept_ids
+    with GGUFFile(src) as g, GGUFFile(dst) as h:
+        n = len(g.get("tokenizer.ggml.tokens"))
+        sliced = [t.name for t in g.tensors if t.shape[-1] == n]
+        assert sorted(sliced) == res.sliced_tensors
+        for t in g.tensors:
+            u = h.tensor(t.name)
+            assert u.ggml_type == t.ggml_type
+            a = np.frombuffer(g.tensor_bytes(t), np.uint8)
+            b = np.frombuffer(h.tensor_bytes(u), np.uint8)
+            if t.name in sliced:
+                a = a.reshape(n, -1)
+                b = b.reshape(res.n_vocab_trimmed, -1)
+                assert np.array_equal(b[: len(kept)], a[kept])
+                assert res.n_vocab_trimmed - len(kept) == res.n_padding
+                if res.n_padding:  # padding rows repeat a kept special row
+                    pad_src = h.get("gguf_trim.padding_rows")
+                    assert np.array_equal(b[len(kept):], a[pad_src])
+            else:
+                assert np.array_equal(a, b)
