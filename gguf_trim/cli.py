@@ -59,8 +59,8 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=True), help="Trimmed GGUF to write.")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="Trimmed GGUF to write.")
 @click.option("--langs", default="en,vi", show_default=True, help="Languages to keep (en, vi).")
 @click.option("--profile", default="lossless", show_default=True, help="Selection profile.")
 @click.option("--keep", type=click.Path(), help="Tokens to keep whatever the profile says (text per line or JSONL).")
@@ -92,7 +92,7 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, as
                f"({res.n_vocab_trimmed / res.n_vocab_original:.1%}), "
                f"{_human(res.size_trimmed)} from {_human(res.size_original)} in {secs:.1f} s")
     click.echo("  kept: " + ", ".join(f"{k} {v:,}" for k, v in sel.summary().items())
-               + (f"; {res.n_padding} padding tokens keep float logits bit-exact" if res.n_padding else ""))
+               + (f"; {res.n_padding} padding tokens keep the logits kernel-exact" if res.n_padding else ""))
     if sel.closure_added:
         shown = ", ".join(repr(sel.vocab.display(i)) for i in sel.closure_added[:10])
         click.echo(f"  closure added {len(sel.closure_added)}: {shown}")
@@ -103,7 +103,7 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, as
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("-o", "--output", "plan_out", required=True, type=click.Path(), help="Plan file (JSONL) to write.")
 @click.option("--langs", default="en,vi", show_default=True)
 @click.option("--profile", default="lossless", show_default=True)
@@ -126,8 +126,8 @@ def plan(model, plan_out, langs, profile, keep, drop):
 
 
 @main.command()
-@click.argument("original", type=click.Path(dir_okay=False))
-@click.argument("trimmed", type=click.Path(dir_okay=False))
+@click.argument("original", type=click.Path())
+@click.argument("trimmed", type=click.Path())
 @click.option("--text", "texts", multiple=True, type=click.Path(), help="Text file, one segment per line.")
 @click.option("--logits", default=0, show_default=True, help="Compare logits on this many lines.")
 @click.option("--json", "json_out", type=click.Path(), help="Write the full report as JSON here.")
@@ -153,7 +153,7 @@ def verify(original, trimmed, texts, logits, json_out):
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--json", "as_json", is_flag=True)
 @_errors
 def inspect(model, as_json):
@@ -177,8 +177,8 @@ def inspect(model, as_json):
 
 
 @main.command()
-@click.argument("a", type=click.Path(dir_okay=False))
-@click.argument("b", type=click.Path(dir_okay=False))
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
 @click.option("--json", "as_json", is_flag=True)
 @_errors
 def diff(a, b, as_json):

@@ -47,7 +47,7 @@ def read_plan(path: str | Path, vocab: Vocab) -> Selection:
     Removing a special/byte token or one a kept token is built from is refused."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = p.read_text(encoding="utf-8").split("\n")  # not splitlines(): tokens may hold U+2028, U+0085...
     except (OSError, UnicodeDecodeError) as e:
         raise TrimError(f"{p}: cannot read plan ({e})") from None
     try:

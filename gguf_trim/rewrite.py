@@ -226,7 +226,10 @@ def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True
                                      _sliced_writer(src, t, vocab.n, rows)))
         else:
             tensors.append(OutTensor(t.name, t.shape, t.ggml_type, t.nbytes, _copy_writer(src, t)))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as e:
+        raise TrimError(f"cannot write in output folder {folder}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             write_gguf(fh, kv, tensors, src.alignment, version=3)

@@ -71,7 +71,7 @@ def read_token_list(path: str | Path, vocab: Vocab) -> list[int]:
     'Ġhello' or the piece ' hello'), or JSONL objects with "id" or "text"."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = p.read_text(encoding="utf-8").split("\n")  # not splitlines(): tokens may hold U+2028, U+0085...
     except (OSError, UnicodeDecodeError) as e:
         raise TrimError(f"{p}: cannot read token list ({e})") from None
     by_piece: dict[bytes, int] = {}

@@ -73,6 +73,11 @@ class Vocab:
         if not isinstance(tokens, list) or not tokens:
             raise TrimError(f"{p}: tokenizer.ggml.tokens is missing or not a string array")
         n = len(tokens)
+        if len(set(tokens)) != n:
+            seen: set[bytes] = set()
+            dup = next(t for t in tokens if t in seen or seen.add(t))
+            raise TrimError(f"{p}: duplicate token text {dup.decode('utf-8', 'backslashreplace')!r} "
+                            "(llama.cpp aborts on such a vocabulary)")
         types = g.get("tokenizer.ggml.token_type")
         if types is None:
             types = np.full(n, NORMAL, dtype=np.int32)

@@ -45,7 +45,9 @@ def test_writer_reproduces_a_file_byte_for_byte(tmp_path):
     src = need(SMOLLM)
     out = tmp_path / "copy.gguf"
     with GGUFFile(src) as g, open(out, "wb") as fh:
-        tensors = [OutTensor(t.name, t.shape, t.ggml_type, t.nbytes,
-                             (lambda t: lambda f: f.write(g.tensor_bytes(t)))(t)) for t in g.tensors]
+        def copier(t):
+            return lambda f: f.write(g.tensor_bytes(t))
+
+        tensors = [OutTensor(t.name, t.shape, t.ggml_type, t.nbytes, copier(t)) for t in g.tensors]
         write_gguf(fh, [f.raw for f in g.fields.values()], tensors, g.alignment, g.version)
     assert out.read_bytes() == src.read_bytes()
