@@ -85,8 +85,13 @@ def diff_vocabs(a: str | Path, b: str | Path, show: int = 20) -> dict[str, Any]:
     set_a, set_b = set(va.tokens), set(vb.tokens)
     ma, mb = va.merges or [], vb.merges or []
     merge_prefix = next((i for i, (x, y) in enumerate(zip(ma, mb)) if x != y), min(len(ma), len(mb)))
+    same_scores = (va.scores is None and vb.scores is None) or (
+        va.scores is not None and vb.scores is not None and va.n == vb.n and bool((va.scores == vb.scores).all()))
+    differs = [what for what, same in (("model", va.model == vb.model), ("pre", va.pre == vb.pre),
+                                       ("tokens", not diff_ids and va.n == vb.n), ("types", not type_diff),
+                                       ("scores", same_scores), ("merges", ma == mb)) if not same]
     return {
-        "a": str(a), "b": str(b), "identical": va.sha256 == vb.sha256,
+        "a": str(a), "b": str(b), "identical": va.sha256 == vb.sha256, "differs_in": differs,
         "tokenizer": [va.model, vb.model], "pre": [va.pre, vb.pre], "n_vocab": [va.n, vb.n],
         "same_ids_prefix": prefix, "differing_ids": len(diff_ids) + abs(va.n - vb.n),
         "differing_types": len(type_diff),

@@ -189,9 +189,11 @@ def diff(a, b, as_json):
     if as_json:
         click.echo(json.dumps(r, ensure_ascii=False, indent=1))
     else:
-        click.echo(f"identical: {'yes' if r['identical'] else 'no'}   n_vocab {r['n_vocab'][0]:,} / {r['n_vocab'][1]:,}"
+        same = "yes" if r["identical"] else f"no ({', '.join(r['differs_in'])})"
+        click.echo(f"identical: {same}   n_vocab {r['n_vocab'][0]:,} / {r['n_vocab'][1]:,}"
                    f"   tokenizer {r['tokenizer'][0]}/{r['tokenizer'][1]} pre {r['pre'][0]}/{r['pre'][1]}")
-        click.echo(f"same ids 0..{r['same_ids_prefix'] - 1}; {r['differing_ids']:,} ids differ; "
+        click.echo(f"same ids 0..{r['same_ids_prefix'] - 1}; {r['differing_ids']:,} ids differ "
+                   f"({r['differing_types']:,} token types); "
                    f"{r['only_in_a']:,} texts only in A, {r['only_in_b']:,} only in B, {r['common_texts']:,} shared")
         click.echo(f"merges {r['merges'][0]:,} / {r['merges'][1]:,}, "
                    f"identical for the first {r['same_merges_prefix']:,}")

@@ -26,7 +26,7 @@ from . import __version__
 from .errors import GGUFError, TrimError
 from .gguf_io import GGUFFile, OutTensor, TensorInfo, encode_field, write_gguf
 from .select import Selection, kept_merges
-from .vocab import SPECIAL_ID_KEYS, SUPPRESS_KEY, UNUSED, Vocab
+from .vocab import CONTROL, NORMAL, SPECIAL_ID_KEYS, SUPPRESS_KEY, UNUSED
 
 PROVENANCE_PREFIX = "gguf_trim."
 ROW_CHUNK_BYTES = 32 << 20
@@ -34,24 +34,38 @@ PAD_MODULUS = 16
 PAD_TEXT = "<|gguf_trim_pad_{}|>"
 
 
-def padding_rows(vocab: Vocab, n_kept: int, vocab_types: list[int], kept: np.ndarray) -> list[int]:
-    """Rows to append so logits stay bit-exact on CPU. llama.cpp picks its matmul kernel for
-    the output matrix by the row count: tinyBLAS for F32/F16/BF16 only when rows % 4 == 0, the
-    interleaved "repack" kernels for Q4_0/Q4_K/IQ4_NL... only when rows % 8 == 0, ggml's own
-    dot product otherwise, and they round differently. Keeping the trimmed count congruent to
-    the original modulo 16 keeps every such choice the same. The padding tokens are UNUSED,
-    can never be produced from text, and repeat the row of the padding (else unknown, else
-    end) token, so their logits are those of a token the model never emits."""
-    if not vocab_types:
-        return []
-    n_pad = (vocab.n - n_kept) % PAD_MODULUS
+def add_padding(sel: Selection, has_vocab_tensors: bool) -> list[int]:
+    """Make the trimmed count congruent to the original modulo 16, so logits stay bit-exact on CPU.
+
+    llama.cpp picks the kernel for the output matrix by its row count: tinyBLAS for F32/F16/BF16
+    only when rows % 4 == 0, the interleaved "repack" kernels for Q4_0/Q4_K/IQ4_NL only when
+    rows % 8 == 0, ggml's own dot product otherwise; they round differently. Padding uses
+    tokens the model never emits: first dropped UNUSED tokens (Qwen's [PAD...]), kept as they
+    are (added to the selection with reason "padding"); then new UNUSED tokens that repeat the
+    row of an untrained control token (<unusedN>, <|reserved_special_token_N|>), else of the
+    rarest kept token. Returns the source rows of the new tokens (appended after the kept ones).
+    """
+    vocab, keep = sel.vocab, sel.keep
+    n_pad = (vocab.n - sel.n_kept) % PAD_MODULUS if has_vocab_tensors else 0
     if not n_pad:
         return []
-    src = next((vocab.special_ids[k] for k in ("tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id",
-                                             "tokenizer.ggml.eos_token_id")
-                if k in vocab.special_ids and 0 <= vocab.special_ids[k] < vocab.n
-                and kept[min(np.searchsorted(kept, vocab.special_ids[k]), len(kept) - 1)] == vocab.special_ids[k]),
-               int(kept[0]))
+    for i in np.flatnonzero(~keep & (vocab.types == UNUSED)).tolist()[:n_pad]:
+        keep[i] = True
+        sel.why[i] = "padding"
+        sel.dropped_label.pop(i, None)
+        n_pad -= 1
+    if not n_pad:
+        return []
+    kept = sel.kept_ids.tolist()
+    untrained = [i for i in kept if vocab.types[i] == CONTROL
+                 and any(w in vocab.tokens[i] for w in (b"unused", b"reserved"))]
+    if untrained:
+        src = untrained[-1]
+    elif vocab.is_bpe or vocab.scores is None:
+        src = kept[-1]  # BPE ids follow merge order: the last is the rarest
+    else:
+        normal = [i for i in kept if vocab.types[i] == NORMAL]
+        src = min(normal, key=lambda i: vocab.scores[i]) if normal else kept[-1]
     return [src] * n_pad
 
 
@@ -65,7 +79,7 @@ class TrimResult:
     sliced_tensors: list[str]
     merges_original: int
     merges_trimmed: int
-    n_padding: int = 0  # UNUSED tokens appended to keep float logits bit-exact (see padding_rows)
+    n_padding: int = 0  # tokens added to keep logits kernel-exact (see add_padding)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -211,11 +225,12 @@ def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True
     if not os.access(folder, os.W_OK | os.X_OK):
         raise TrimError(f"output folder {folder} is not writable")
     vocab = sel.vocab
-    kept = sel.kept_ids
     sha = source_sha256 or file_sha256(src.path)
     sliced = vocab_tensors(src, vocab.n)
     sliced_names = {t.name for t in sliced}
-    pad = padding_rows(vocab, len(kept), [t.ggml_type for t in sliced], kept)
+    n_kept_before = sel.n_kept
+    pad = add_padding(sel, bool(sliced))
+    kept = sel.kept_ids
     kv, n_merges = _new_metadata(src, sel, sha, pad)
     rows = np.concatenate([kept, np.asarray(pad, dtype=kept.dtype)])
     tensors = []
@@ -242,7 +257,7 @@ def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True
         if os.path.exists(tmp):
             os.unlink(tmp)
     return TrimResult(out, vocab.n, len(rows), src.size, out.stat().st_size, sorted(sliced_names),
-                      len(vocab.merges or ()), n_merges, len(pad))
+                      len(vocab.merges or ()), n_merges, len(rows) - n_kept_before)
 
 
 def _check_written(path: str, n_vocab: int, tensor_names: list[str]) -> None:
