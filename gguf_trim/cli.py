@@ -202,5 +202,98 @@ def diff(a, b, as_json):
     sys.exit(0 if r["identical"] else 1)
 
 
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--runs", default=5, show_default=True, help="Fresh-process runs per model (medians reported).")
+@click.option("--n-prompt", default=512, show_default=True, help="Prompt tokens for prompt processing.")
+@click.option("--n-gen", default=128, show_default=True, help="Greedy decode steps.")
+@click.option("--threads", type=int, help="Threads (default: all cores).")
+@click.option("--json", "json_out", type=click.Path(), help="Write rows and ratios as JSON.")
+@click.option("--md", "md_out", type=click.Path(), help="Write the markdown tables here.")
+@click.option("--png", "png_out", type=click.Path(), help="Write a bar chart here (needs matplotlib).")
+@_errors
+def bench(models, runs, n_prompt, n_gen, threads, json_out, md_out, png_out):
+    """Inference benchmark of ORIGINAL TRIMMED [ORIGINAL TRIMMED ...] pairs, runs interleaved."""
+    from .bench import bench_models, compare, markdown, plot
+
+    if len(models) % 2:
+        raise TrimError("give pairs: ORIGINAL TRIMMED [ORIGINAL TRIMMED ...]")
+    for m in models:
+        if not os.path.isfile(m):
+            raise TrimError(f"{m}: no such file")
+    rows = bench_models(list(models), runs, n_prompt, n_gen, threads)
+    pairs = compare(rows)
+    table = markdown(rows, pairs)
+    click.echo(table)
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as f:
+            json.dump({"rows": rows, "pairs": pairs, "runs": runs, "n_prompt": n_prompt, "n_gen": n_gen,
+                       "threads": threads or os.cpu_count()}, f, indent=1)
+    if md_out:
+        with open(md_out, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+    if png_out and not plot(rows, png_out):
+        click.echo("matplotlib is not installed: no plot", err=True)
+
+
+@main.command("bench-trim")
+@click.argument("models", nargs=-1, type=click.Path())
+@click.option("--synthetic-7b", "synth_dir", type=click.Path(),
+              help="Also generate a Qwen2.5-7B-shaped GGUF (~4.4 GB) in this folder, benchmark it, delete it.")
+@click.option("--vocab", default=None, type=click.Path(), help="qwen2 vocab GGUF for the synthetic model.")
+@click.option("--runs", default=3, show_default=True)
+@click.option("--json", "json_out", type=click.Path())
+@_errors
+def bench_trim_cmd(models, synth_dir, vocab, runs, json_out):
+    """Wall time and peak RSS of `gguf-trim trim` against `cp` of the same file."""
+    from .bench import bench_trim, make_7b_like
+
+    results = [bench_trim(m, runs) for m in models]
+    if synth_dir:
+        import tempfile
+
+        vocab = vocab or "models/vocab-qwen2.gguf"
+        with tempfile.TemporaryDirectory(dir=synth_dir, prefix=".synth7b-") as d:
+            t0 = time.perf_counter()
+            big = make_7b_like(f"{d}/qwen2.5-7b-like-q4_k_m.gguf", vocab)
+            click.echo(f"generated {big.name}: {_human(big.stat().st_size)} in {time.perf_counter() - t0:.1f} s")
+            results.append(bench_trim(big, runs))
+    click.echo("| file | size | trimmed | cp s | trim s | trim / cp | trim peak RSS |")
+    click.echo("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        click.echo(f"| {os.path.basename(r['model'])} | {_human(r['size'])} | {_human(r['trimmed_size'])} | "
+                   f"{r['cp_s']:.2f} | {r['trim_s']:.2f} | {r['trim_vs_cp']:.2f} | {_human(r['trim_peak_rss'])} |")
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+
+
+@main.command()
+@click.argument("model", required=False, type=click.Path())
+@click.option("--spec", help="A model from the shipped table instead of a file (e.g. qwen2.5-72b); 'all' for all.")
+@click.option("--quant", default="Q4_K_M", show_default=True, help="Quant type for --spec ('all' for every one).")
+@click.option("--n-ctx", default=8192, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def vram(model, spec, quant, n_ctx, as_json):
+    """GPU memory before and after trimming, and whether it fits 24 GB / 40 GB cards."""
+    from . import vram as v
+
+    if bool(model) == bool(spec):
+        raise TrimError("give either MODEL.gguf or --spec NAME")
+    if model:
+        rows = [v.plan_file(model, n_ctx=n_ctx)]
+    else:
+        quants = v.ALL_QUANTS if quant == "all" else (quant,)
+        rows = (v.plan_all(quants, n_ctx=n_ctx) if spec == "all"
+                else [v.plan_spec(spec, q, n_ctx=n_ctx) for q in quants])
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=str))
+        return
+    click.echo(v.format_table(rows))
+    newly = v.newly_fitting(rows)
+    click.echo("\n".join(newly) if newly else "no model in this list newly fits a 24 GB or 40 GB card by trimming")
+
+
 if __name__ == "__main__":
     main()

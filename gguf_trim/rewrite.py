@@ -9,6 +9,7 @@ llama.cpp rejects can abort the process, and the child absorbs that.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -80,6 +81,10 @@ class TrimResult:
     merges_original: int
     merges_trimmed: int
     n_padding: int = 0  # tokens added to keep logits kernel-exact (see add_padding)
+
+
+SHA_PLACEHOLDER = "sha256-of-the-source-is-being-computed".ljust(64, "-")
+KV_START = 24  # magic, version, tensor count, key/value count
 
 
 def file_sha256(path: str | Path) -> str:
@@ -225,7 +230,16 @@ def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True
     if not os.access(folder, os.W_OK | os.X_OK):
         raise TrimError(f"output folder {folder} is not writable")
     vocab = sel.vocab
-    sha = source_sha256 or file_sha256(src.path)
+    # The source's sha256 (for provenance) is hashed in a thread while the tensors are copied:
+    # hashlib releases the GIL, so on a multi-GB file this overlaps instead of adding seconds.
+    # The header gets a same-length placeholder that is patched once the hash is known.
+    hasher: concurrent.futures.Future | None = None
+    sha = source_sha256
+    if sha is None and PROVENANCE_PREFIX + "source_sha256" not in src.fields:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        hasher = pool.submit(file_sha256, src.path)
+        pool.shutdown(wait=False)
+        sha = SHA_PLACEHOLDER
     sliced = vocab_tensors(src, vocab.n)
     sliced_names = {t.name for t in sliced}
     n_kept_before = sel.n_kept
@@ -248,6 +262,10 @@ def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True
     try:
         with os.fdopen(fd, "wb") as fh:
             write_gguf(fh, kv, tensors, src.alignment, version=3)
+            if hasher is not None:
+                header = b"".join(kv)
+                fh.seek(KV_START + header.index(SHA_PLACEHOLDER.encode()))
+                fh.write(hasher.result().encode())
         os.chmod(tmp, 0o644)
         _check_written(tmp, len(rows), [t.name for t in src.tensors])
         if check:
