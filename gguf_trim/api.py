@@ -12,9 +12,13 @@ from .charset import script_label
 from .errors import TrimError
 from .gguf_io import GGUFFile
 from .plan import read_plan, write_plan
-from .rewrite import TrimResult, trim_file, vocab_tensors
+from .rewrite import TrimResult, TrimWriter, vocab_tensors
 from .select import Selection, read_token_list, select_lossless
 from .vocab import TYPE_NAMES, Vocab
+
+# Above this many bytes of unchanged tensors the copy starts before the selection (a few MB of
+# header reserve buy seconds); below it the header is sized exactly.
+OVERLAP_MIN_BYTES = 1 << 30
 
 
 def make_selection(vocab: Vocab, langs: str = "en,vi", profile: str = "lossless", plan: str | Path | None = None,
@@ -33,17 +37,29 @@ def make_selection(vocab: Vocab, langs: str = "en,vi", profile: str = "lossless"
 
 def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: str = "lossless",
          plan: str | Path | None = None, keep: str | Path | None = None, drop: str | Path | None = None,
-         plan_out: str | Path | None = None, check: bool = True) -> tuple[TrimResult, Selection]:
-    """Trim `model` to the chosen tokens and write `output` (and optionally the plan)."""
+         plan_out: str | Path | None = None, check: bool = True,
+         overlap: bool | None = None) -> tuple[TrimResult, Selection]:
+    """Trim `model` to the chosen tokens and write `output` (and optionally the plan).
+    `overlap`: copy the unchanged tensors while choosing tokens (default: for files over 1 GiB)."""
     out = Path(output)
     if out.exists() and out.resolve() == Path(model).resolve():
         raise TrimError(f"-o {out} is the input file; refusing to overwrite the input")
     with GGUFFile(model) as g:
         vocab = Vocab.from_gguf(g)
-        sel = make_selection(vocab, langs, profile, plan, keep, drop)
-        if plan_out is not None:
-            write_plan(plan_out, sel, source=g.path.name)
-        result = trim_file(g, sel, out, check=check)
+        writer = TrimWriter(g, out, vocab.n, check)
+        if overlap is None:
+            overlap = writer.fixed_bytes >= OVERLAP_MIN_BYTES
+        try:
+            if overlap:  # big file: copy the unchanged tensors while the tokens are chosen
+                writer.start()
+            sel = make_selection(vocab, langs, profile, plan, keep, drop)
+            if plan_out is not None:
+                write_plan(plan_out, sel, source=g.path.name)
+            if not overlap:
+                writer.start(sel)
+            result = writer.finish(sel)
+        finally:
+            writer.abort()
     return result, sel
 
 

@@ -244,7 +244,7 @@ class GGUFFile:
                 raise GGUFError(f"{p}: corrupt GGUF: duplicate tensor {name!r}")
             names.add(name)
             self.tensors.append(TensorInfo(name, shape, ttype, offset, tensor_nbytes(shape, ttype)))
-        self.data_offset = _pad(cur.pos, self.alignment)
+        self.data_offset = pad_to(cur.pos, self.alignment)
         data_size = self.size - self.data_offset
         for t in self.tensors:
             if t.offset % self.alignment or t.offset + t.nbytes > data_size:
@@ -275,6 +275,20 @@ class GGUFFile:
         return np.frombuffer(self._mm, dtype=np.uint8, count=t.nbytes,
                              offset=self.data_offset + t.offset).reshape(t.n_rows, t.row_bytes)
 
+    def tensor_rows_as(self, t: TensorInfo, n_rows: int) -> np.ndarray:
+        """The tensor as (n_rows, bytes per row) uint8, e.g. a 1-D bias of n_vocab floats."""
+        return np.frombuffer(self._mm, dtype=np.uint8, count=t.nbytes,
+                             offset=self.data_offset + t.offset).reshape(n_rows, t.nbytes // n_rows)
+
+    def release(self, t: TensorInfo, start: int, end: int) -> None:
+        """Drop mapped pages of bytes [start, end) of tensor t from the resident set (they stay in
+        the page cache): reading a large tensor through the map must not grow RSS with it."""
+        page = mmap.PAGESIZE
+        lo = -(-(self.data_offset + t.offset + start) // page) * page
+        hi = (self.data_offset + t.offset + end) // page * page
+        if hi > lo and hasattr(mmap, "MADV_DONTNEED"):
+            self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
     def fileno(self) -> int:
         return self._fh.fileno()
 
@@ -294,27 +308,27 @@ class GGUFFile:
         self.close()
 
 
-def _pad(n: int, align: int) -> int:
+def pad_to(n: int, align: int) -> int:
     return (n + align - 1) // align * align
 
 
 # -- writing ---------------------------------------------------------------------------------
 
-def _enc_string(s: bytes | str) -> bytes:
+def enc_string(s: bytes | str) -> bytes:
     b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
     return struct.pack("<Q", len(b)) + b
 
 
 def encode_field(name: str, vtype: GGUFValueType, value: Any, subtype: GGUFValueType | None = None) -> bytes:
     """Encode one key/value pair. Empty arrays are written (gguf-py's writer drops them)."""
-    out = [_enc_string(name), struct.pack("<I", int(vtype))]
+    out = [enc_string(name), struct.pack("<I", int(vtype))]
     if vtype == GGUFValueType.STRING:
-        out.append(_enc_string(value))
+        out.append(enc_string(value))
     elif vtype == GGUFValueType.ARRAY:
         assert subtype is not None
         out.append(struct.pack("<IQ", int(subtype), len(value)))
         if subtype == GGUFValueType.STRING:
-            out.extend(_enc_string(s) for s in value)
+            out.extend(enc_string(s) for s in value)
         else:
             out.append(np.asarray(value, dtype=_NP_DTYPE[subtype]).tobytes())
     else:
@@ -340,18 +354,18 @@ def write_gguf(fh: BinaryIO, kv: list[bytes], tensors: list[OutTensor], alignmen
     head.extend(kv)
     offset = 0
     for t in tensors:
-        head.append(_enc_string(t.name))
+        head.append(enc_string(t.name))
         head.append(struct.pack("<I", len(t.shape)))
         head.append(struct.pack(f"<{len(t.shape)}Q", *t.shape))
         head.append(struct.pack("<IQ", t.ggml_type, offset))
-        offset = _pad(offset + t.nbytes, alignment)
+        offset = pad_to(offset + t.nbytes, alignment)
     header = b"".join(head)
     fh.write(header)
-    fh.write(b"\0" * (_pad(len(header), alignment) - len(header)))
+    fh.write(b"\0" * (pad_to(len(header), alignment) - len(header)))
     for t in tensors:
         start = fh.tell()
         t.write(fh)
         written = fh.tell() - start
         if written != t.nbytes:
             raise AssertionError(f"tensor {t.name}: wrote {written} bytes, expected {t.nbytes}")
-        fh.write(b"\0" * (_pad(t.nbytes, alignment) - t.nbytes))
+        fh.write(b"\0" * (pad_to(t.nbytes, alignment) - t.nbytes))

@@ -13,19 +13,20 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from gguf.constants import GGUFValueType
 
 from . import __version__
 from .errors import GGUFError, TrimError
-from .gguf_io import GGUFFile, OutTensor, TensorInfo, encode_field, write_gguf
+from .gguf_io import GGUF_MAGIC, GGUFFile, TensorInfo, enc_string, encode_field, pad_to
 from .select import Selection, kept_merges
 from .vocab import CONTROL, NORMAL, SPECIAL_ID_KEYS, SUPPRESS_KEY, UNUSED
 
@@ -83,15 +84,18 @@ class TrimResult:
     n_padding: int = 0  # tokens added to keep logits kernel-exact (see add_padding)
 
 
-SHA_PLACEHOLDER = "sha256-of-the-source-is-being-computed".ljust(64, "-")
-KV_START = 24  # magic, version, tensor count, key/value count
+SHA_PLACEHOLDER = "sha256-of-the-source-file-is-being-computed".ljust(64, "-")
+HEADER_SLACK = 64 << 10  # provenance strings, padding tokens, the padding key itself
+COPY_CHUNK = 64 << 20
 
 
-def file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | Path, stop: threading.Event | None = None) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 23):
             h.update(chunk)
+            if stop is not None and stop.is_set():
+                return ""
     return h.hexdigest()
 
 
@@ -105,37 +109,6 @@ def vocab_tensors(g: GGUFFile, n_vocab: int) -> list[TensorInfo]:
             raise TrimError(f"{g.path}: tensor {t.name} {t.shape} has an n_vocab dimension that is not its "
                             "row dimension; gguf-trim does not know how to slice it")
     return out
-
-
-def _sliced_writer(g: GGUFFile, t: TensorInfo, n_vocab: int, kept: np.ndarray):
-    def write(fh: BinaryIO) -> None:
-        rows = np.frombuffer(g.tensor_bytes(t), dtype=np.uint8).reshape(n_vocab, t.nbytes // n_vocab)
-        step = max(1, ROW_CHUNK_BYTES // rows.shape[1])
-        for a in range(0, len(kept), step):
-            fh.write(rows[kept[a:a + step]].tobytes())
-    return write
-
-
-def _copy_writer(g: GGUFFile, t: TensorInfo):
-    """Copy in the kernel (copy_file_range): the bytes never pass through this process, so the
-    resident set stays small whatever the model size."""
-    def write(fh: BinaryIO) -> None:
-        fh.flush()
-        src_off, dst_off, left = g.data_offset + t.offset, fh.tell(), t.nbytes
-        try:
-            while left:
-                n = os.copy_file_range(g.fileno(), fh.fileno(), min(left, 1 << 30), src_off, dst_off)
-                if n <= 0:
-                    break
-                src_off, dst_off, left = src_off + n, dst_off + n, left - n
-        except (OSError, AttributeError):
-            pass  # no copy_file_range here: finish from the memory map
-        fh.seek(dst_off)
-        if left:
-            mv = g.tensor_bytes(t)[t.nbytes - left:]
-            for a in range(0, left, 1 << 24):
-                fh.write(mv[a:a + (1 << 24)])
-    return write
 
 
 def _provenance(g: GGUFFile, sel: Selection, source_sha: str, pad: list[int]) -> list[bytes]:
@@ -216,66 +189,189 @@ def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str, pad: list[int]) 
     return kv, len(merges or ())
 
 
-def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True,
-              source_sha256: str | None = None) -> TrimResult:
-    """Write `src` restricted to the selection's tokens to `out`, atomically."""
-    out = Path(out)
-    if out.exists() and out.resolve() == src.path.resolve():
-        raise TrimError(f"-o {out} is the input file; refusing to overwrite the input")
-    if out.is_dir():
-        raise TrimError(f"-o {out} is a directory; give a file name")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise TrimError(f"output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise TrimError(f"output folder {folder} is not writable")
-    vocab = sel.vocab
-    # The source's sha256 (for provenance) is hashed in a thread while the tensors are copied:
-    # hashlib releases the GIL, so on a multi-GB file this overlaps instead of adding seconds.
-    # The header gets a same-length placeholder that is patched once the hash is known.
-    hasher: concurrent.futures.Future | None = None
-    sha = source_sha256
-    if sha is None and PROVENANCE_PREFIX + "source_sha256" not in src.fields:
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        hasher = pool.submit(file_sha256, src.path)
-        pool.shutdown(wait=False)
-        sha = SHA_PLACEHOLDER
-    sliced = vocab_tensors(src, vocab.n)
-    sliced_names = {t.name for t in sliced}
-    n_kept_before = sel.n_kept
-    pad = add_padding(sel, bool(sliced))
-    kept = sel.kept_ids
-    kv, n_merges = _new_metadata(src, sel, sha, pad)
-    rows = np.concatenate([kept, np.asarray(pad, dtype=kept.dtype)])
-    tensors = []
-    for t in src.tensors:
-        if t.name in sliced_names:
-            shape = t.shape[:-1] + (len(rows),)
-            tensors.append(OutTensor(t.name, shape, t.ggml_type, t.nbytes // vocab.n * len(rows),
-                                     _sliced_writer(src, t, vocab.n, rows)))
+class TrimWriter:
+    """Streams a trimmed copy of a GGUF to a temp file next to `out`, renamed into place at the end.
+
+    Layout: the header, then every tensor whose bytes stay the same, in the source order, then
+    the vocab tensors (llama.cpp finds tensors by name, so their order is free). So the unchanged
+    tensors' offsets depend only on the header size, and their kernel-side copy and the source's
+    sha256 run in threads. Started before the selection is known (`start()`), the header is
+    reserved to a bound (the trimmed metadata is never larger than the source's plus the
+    provenance) and filled exactly with a `gguf_trim.header_padding` key: for multi-GB files the
+    copy then overlaps choosing the tokens, at the cost of a few MB of padding. Started with the
+    selection (`start(sel)`), the reserve is exact.
+    """
+
+    def __init__(self, src: GGUFFile, out: str | Path, n_vocab: int, check: bool = True):
+        out = Path(out)
+        if out.exists() and out.resolve() == src.path.resolve():
+            raise TrimError(f"-o {out} is the input file; refusing to overwrite the input")
+        if out.is_dir():
+            raise TrimError(f"-o {out} is a directory; give a file name")
+        folder = out.parent if str(out.parent) else Path(".")
+        if not folder.is_dir():
+            raise TrimError(f"output folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise TrimError(f"output folder {folder} is not writable")
+        self.src, self.out, self.folder, self.n_vocab, self.check = src, out, folder, n_vocab, check
+        self.sliced = vocab_tensors(src, n_vocab)
+        names = {t.name for t in self.sliced}
+        self.fixed = [t for t in src.tensors if t.name not in names]
+        al = src.alignment
+        self.data_start = 0
+        self.fixed_offsets, off = [], 0
+        for t in self.fixed:
+            self.fixed_offsets.append(off)
+            off = pad_to(off + t.nbytes, al)
+        self.fixed_end = off
+        self.tmp: str | None = None
+        self._kv: tuple[list[bytes], int] | None = None
+        self._fd = -1
+        self._stop = threading.Event()
+        self._copier: concurrent.futures.Future | None = None
+        self._hasher: concurrent.futures.Future | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def fixed_bytes(self) -> int:
+        return sum(t.nbytes for t in self.fixed)
+
+    def start(self, sel: Selection | None = None) -> TrimWriter:
+        """Begin copying. With `sel`, the header reserve is exact; without, a bound."""
+        if sel is None:
+            self.data_start = pad_to(self.src.data_offset + 4 * self.n_vocab + HEADER_SLACK, self.src.alignment)
         else:
-            tensors.append(OutTensor(t.name, t.shape, t.ggml_type, t.nbytes, _copy_writer(src, t)))
+            self._prepare(sel)
+            self._kv = _new_metadata(self.src, sel, SHA_PLACEHOLDER, self._pad)
+            self.data_start = pad_to(len(self._header(self._kv[0], self._infos(), reserve=False)),
+                                     self.src.alignment)
+        try:
+            self._fd, self.tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{self.out.name}.", suffix=".tmp")
+        except OSError as e:
+            raise TrimError(f"cannot write in output folder {self.folder}: {e.strerror}") from None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        self._copier = self._pool.submit(self._copy_fixed)
+        if PROVENANCE_PREFIX + "source_sha256" not in self.src.fields:
+            self._hasher = self._pool.submit(file_sha256, self.src.path, self._stop)
+        return self
+
+    def _copy_fixed(self) -> None:
+        """Copy the unchanged tensors in the kernel (copy_file_range): their bytes never enter
+        this process, so the resident set does not grow with the model."""
+        src_fd, g = self.src.fileno(), self.src
+        for t, off in zip(self.fixed, self.fixed_offsets):
+            s, d, left = g.data_offset + t.offset, self.data_start + off, t.nbytes
+            while left and not self._stop.is_set():
+                try:
+                    n = os.copy_file_range(src_fd, self._fd, min(left, COPY_CHUNK), s, d)
+                except (OSError, AttributeError):
+                    n = os.pwrite(self._fd, g.tensor_bytes(t)[t.nbytes - left:][:COPY_CHUNK], d)
+                if n <= 0:
+                    raise OSError(f"copy of {t.name} stalled")
+                s, d, left = s + n, d + n, left - n
+
+    def _write_sliced(self, t: TensorInfo, rows: np.ndarray, at: int) -> None:
+        view = self.src.tensor_rows_as(t, self.n_vocab)
+        step = max(1, ROW_CHUNK_BYTES // view.shape[1])
+        for a in range(0, len(rows), step):
+            chunk = view[rows[a:a + step]]
+            os.pwrite(self._fd, chunk, at)
+            at += chunk.nbytes
+            # drop the mapped source pages just read from this process's resident set
+            lo, hi = int(rows[a:a + step].min()), int(rows[a:a + step].max()) + 1
+            self.src.release(t, lo * view.shape[1], hi * view.shape[1])
+
+    def _prepare(self, sel: Selection) -> None:
+        """Pad the selection (once) and fix the rows every vocab tensor keeps."""
+        if getattr(self, "_sel", None) is sel:
+            return
+        self._sel, self._n_kept_before = sel, sel.n_kept
+        self._pad = add_padding(sel, bool(self.sliced))
+        kept = sel.kept_ids
+        self._rows = np.concatenate([kept, np.asarray(self._pad, dtype=kept.dtype)])
+
+    def _infos(self) -> list[tuple[str, tuple[int, ...], int, int]]:
+        """(name, shape, type, offset) of every output tensor: the unchanged ones, then the sliced."""
+        infos = [(t.name, t.shape, t.ggml_type, off) for t, off in zip(self.fixed, self.fixed_offsets)]
+        off, n = self.fixed_end, len(self._rows)
+        for t in self.sliced:
+            infos.append((t.name, t.shape[:-1] + (n,), t.ggml_type, off))
+            off = pad_to(off + t.nbytes // self.n_vocab * n, self.src.alignment)
+        self._end = off
+        return infos
+
+    def finish(self, sel: Selection) -> TrimResult:
+        """Write the vocab tensors and the header for `sel`, check, rename. Returns the result."""
+        assert self._copier is not None and self.tmp is not None, "start() first"
+        src, vocab = self.src, sel.vocab
+        self._prepare(sel)
+        rows, pad = self._rows, self._pad
+        infos = self._infos()
+        for t, (_, _, _, off) in zip(self.sliced, infos[len(self.fixed):]):
+            self._write_sliced(t, rows, self.data_start + off)
+        end = self.data_start + self._end
+        self._copier.result()
+        sha = self._hasher.result() if self._hasher is not None else ""
+        if self._kv is not None:  # metadata made in start(sel): only the hash was missing
+            kv = [x.replace(SHA_PLACEHOLDER.encode(), sha.encode()) for x in self._kv[0]]
+            n_merges = self._kv[1]
+        else:
+            kv, n_merges = _new_metadata(src, sel, sha, pad)
+        os.pwrite(self._fd, self._header(kv, infos), 0)
+        os.ftruncate(self._fd, end)
+        os.close(self._fd)
+        self._fd = -1
+        os.chmod(self.tmp, 0o644)
+        _check_written(self.tmp, len(rows), [name for name, *_ in infos])
+        if self.check:
+            load_check(self.tmp, len(rows))
+        os.replace(self.tmp, self.out)
+        self.tmp = None
+        return TrimResult(self.out, vocab.n, len(rows), src.size, self.out.stat().st_size,
+                          sorted(t.name for t in self.sliced), len(vocab.merges or ()), n_merges,
+                          len(rows) - self._n_kept_before)
+
+    def _header(self, kv: list[bytes], infos: list[tuple[str, tuple[int, ...], int, int]],
+                reserve: bool = True) -> bytes:
+        """Magic, counts, key/values, then (when the reserve exceeds the header by more than the
+        alignment) a padding key sized so the data starts exactly at data_start, tensor infos."""
+        ti = b"".join(enc_string(name) + struct.pack("<I", len(shape)) + struct.pack(f"<{len(shape)}Q", *shape)
+                      + struct.pack("<IQ", ttype, off) for name, shape, ttype, off in infos)
+        body = b"".join(kv)
+        plain = GGUF_MAGIC + struct.pack("<IQQ", 3, len(infos), len(kv)) + body + ti
+        if not reserve or pad_to(len(plain), self.src.alignment) == self.data_start:
+            return plain + b"\0" * (pad_to(len(plain), self.src.alignment) - len(plain))
+        filler_key = PROVENANCE_PREFIX + "header_padding"
+        room = self.data_start - len(plain) - len(encode_field(filler_key, GGUFValueType.STRING, b""))
+        if room < 0:
+            raise TrimError(f"internal error: the trimmed header ({len(plain)} bytes) exceeds its reserve "
+                            f"({self.data_start} bytes)")
+        head = (GGUF_MAGIC + struct.pack("<IQQ", 3, len(infos), len(kv) + 1) + body
+                + encode_field(filler_key, GGUFValueType.STRING, b" " * room) + ti)
+        assert len(head) == self.data_start
+        return head
+
+    def abort(self) -> None:
+        """Stop the threads and remove the temp file (no-op after a successful finish)."""
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self.tmp and os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+        self.tmp = None
+
+
+def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True) -> TrimResult:
+    """Write `src` restricted to the selection's tokens to `out`, atomically."""
+    w = TrimWriter(src, out, sel.vocab.n, check)
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as e:
-        raise TrimError(f"cannot write in output folder {folder}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write_gguf(fh, kv, tensors, src.alignment, version=3)
-            if hasher is not None:
-                header = b"".join(kv)
-                fh.seek(KV_START + header.index(SHA_PLACEHOLDER.encode()))
-                fh.write(hasher.result().encode())
-        os.chmod(tmp, 0o644)
-        _check_written(tmp, len(rows), [t.name for t in src.tensors])
-        if check:
-            load_check(tmp, len(rows))
-        os.replace(tmp, out)
+        w.start(sel)
+        return w.finish(sel)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return TrimResult(out, vocab.n, len(rows), src.size, out.stat().st_size, sorted(sliced_names),
-                      len(vocab.merges or ()), n_merges, len(rows) - n_kept_before)
+        w.abort()
 
 
 def _check_written(path: str, n_vocab: int, tensor_names: list[str]) -> None:

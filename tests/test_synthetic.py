@@ -33,7 +33,11 @@ def pair(request, tmp_path_factory):
     vocab, arch, embd, out, bias = request.param
     d = tmp_path_factory.mktemp("synth")
     src = build_model(d / "model.gguf", vocab_file(vocab), embd, out, arch=arch, output_bias=bias)
-    res, sel = trim(src, d / "model.envi.gguf")
+    # the copy-while-choosing path (default only above 1 GiB) on every other case
+    overlap = CASES.index(request.param) % 2 == 0
+    res, sel = trim(src, d / "model.envi.gguf", overlap=overlap)
+    with GGUFFile(d / "model.envi.gguf") as g:
+        assert ("gguf_trim.header_padding" in g.fields) == overlap
     return src, d / "model.envi.gguf", res, sel
 
 
