@@ -8,7 +8,7 @@ LLAMA_CPP_PYTHON_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a3637
 CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
-.PHONY: setup setup-gpu vendor models models-big test lint demo clean
+.PHONY: setup setup-gpu vendor models models-big test lint demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,19 @@ lint: setup
 
 demo: setup models
 	$(VPY) -m gguf_trim.demo
+
+# Inference benchmark (fresh process per run, original/trimmed interleaved, medians of 5) and trim
+# throughput against cp, on Gemma-3-270m and Qwen2.5-Coder-0.5B plus a generated 7B-shaped file.
+bench: setup models
+	mkdir -p docs
+	$(VPY) -m gguf_trim.cli trim models/gemma-3-270m-q4_k_m.gguf -o models/gemma-3-270m-q4_k_m.envi.gguf
+	$(VPY) -m gguf_trim.cli trim models/qwen2.5-coder-0.5b-instruct.gguf -o models/qwen2.5-coder-0.5b-instruct.envi.gguf
+	$(VPY) -m gguf_trim.cli bench models/gemma-3-270m-q4_k_m.gguf models/gemma-3-270m-q4_k_m.envi.gguf \
+		models/qwen2.5-coder-0.5b-instruct.gguf models/qwen2.5-coder-0.5b-instruct.envi.gguf \
+		--runs 5 --json docs/bench.json --md docs/bench.md --png docs/bench.png
+	$(VPY) -m gguf_trim.cli bench-trim models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
+		--synthetic-7b models --vocab models/vocab-qwen2.gguf --runs 5 --json docs/bench-trim.json
+	$(VPY) -m gguf_trim.cli vram --spec all --quant Q4_K_M
 
 clean:
 	rm -rf $(VENV) vendor models/*.gguf models/.wheels .pytest_cache

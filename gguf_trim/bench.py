@@ -145,7 +145,9 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> bool:
 # -- trim throughput -----------------------------------------------------------------------------
 
 def _timed(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one child process."""
+    """Wall seconds and peak RSS (bytes) of one child process. Dirty pages are flushed first so
+    that neither command pays for the other's write-back."""
+    os.sync()
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(p.pid, 0)
@@ -172,7 +174,8 @@ def bench_trim(model: str | Path, runs: int = 3, check: bool = True) -> dict[str
             s, rss = _timed(trim_cmd)
             trim_t.append(s)
             trim_rss.append(rss)
-        out_size = Path(f"{d}/t.gguf").stat().st_size
+            out_size = Path(f"{d}/t.gguf").stat().st_size
+            os.unlink(f"{d}/t.gguf")  # like cp's copy: freeing the old file is not part of the next run
     cp_s, trim_s = statistics.median(cp_t), statistics.median(trim_t)
     return {"model": str(model), "size": model.stat().st_size, "trimmed_size": out_size, "cp_s": cp_s,
             "trim_s": trim_s, "trim_vs_cp": trim_s / cp_s, "trim_peak_rss": max(trim_rss), "runs": runs,

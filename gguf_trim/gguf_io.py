@@ -289,6 +289,22 @@ class GGUFFile:
         if hi > lo and hasattr(mmap, "MADV_DONTNEED"):
             self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
+    def sha256(self, stop: Any = None) -> str:
+        """sha256 of the whole file, read through the map (no copy into this process) and
+        released as it goes; returns "" if `stop` (a threading.Event) is set meanwhile."""
+        import hashlib
+
+        h = hashlib.sha256()
+        step = 64 << 20
+        for a in range(0, self.size, step):
+            if stop is not None and stop.is_set():
+                return ""
+            h.update(memoryview(self._mm)[a:a + step])
+            lo, hi = a, min(a + step, self.size) // mmap.PAGESIZE * mmap.PAGESIZE
+            if hi > lo and hasattr(mmap, "MADV_DONTNEED"):
+                self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        return h.hexdigest()
+
     def fileno(self) -> int:
         return self._fh.fileno()
 
