@@ -295,5 +295,96 @@ def vram(model, spec, quant, n_ctx, as_json):
     click.echo("\n".join(newly) if newly else "no model in this list newly fits a 24 GB or 40 GB card by trimming")
 
 
+def _translator_options(fn):
+    for opt in reversed([
+        click.option("--n-ctx", default=2048, show_default=True),
+        click.option("--threads", type=int, help="CPU threads (default: all cores)."),
+        click.option("--n-gpu-layers", default=0, show_default=True, help="Layers to offload (CUDA build)."),
+        click.option("--temperature", default=0.0, show_default=True, help="0 = greedy."),
+        click.option("--seed", type=int, help="Sampling seed (with --temperature > 0)."),
+        click.option("--guard/--no-guard", default=None,
+                     help="Script guard: forbid characters outside English/Vietnamese. Default: on for files "
+                          "trimmed to en,vi."),
+        click.option("--prompt", "prompt_style", default="auto", show_default=True,
+                     type=click.Choice(["auto", "chat", "fewshot"]),
+                     help="chat: the GGUF's chat template; fewshot: shipped examples (models without one)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.argument("text", required=False)
+@click.option("--to", "dst", required=True, type=click.Choice(["vi", "en"]))
+@click.option("--from", "src", default="auto", show_default=True, type=click.Choice(["auto", "en", "vi"]))
+@click.option("-i", "--input", "in_path", type=click.Path(), help="File: .txt (a segment per line), .jsonl, .tsv.")
+@click.option("-o", "--output", "out_path", type=click.Path(), help="Output file (same format, line-aligned).")
+@click.option("--field", default="text", show_default=True, help="JSONL field to translate.")
+@click.option("--column", default=0, show_default=True, help="TSV column to translate (0-based).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_translator_options
+@_errors
+def translate(model, text, dst, src, in_path, out_path, field, column, as_json, n_ctx, threads, n_gpu_layers,
+              temperature, seed, guard, prompt_style):
+    """Translate TEXT (or a file) between English and Vietnamese."""
+    from .translate import Translator
+
+    if (text is None) == (in_path is None):
+        raise TrimError("give either TEXT or -i FILE")
+    if in_path and not out_path and not as_json:
+        raise TrimError("-i needs -o (or --json)")
+    tr = Translator(model, n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature,
+                    seed=seed, guard=guard, prompt=prompt_style)
+    try:
+        if text is not None:
+            if as_json:
+                t = tr.translate(text, dst, src)
+                click.echo(json.dumps({"source": t.source, "translation": t.text, "from": t.src, "to": t.dst,
+                                       "tokens": t.tokens, "seconds": round(t.seconds, 3), "guard": t.guarded},
+                                      ensure_ascii=False))
+            else:
+                for piece in tr.translate(text, dst, src, stream=True):
+                    click.echo(piece, nl=False)
+                click.echo()
+            return
+        from tqdm import tqdm
+
+        from .evaluate import read_segments, write_segments
+
+        segments, records = read_segments(in_path, field, column)
+        outs = [tr.translate(s, dst, src).text if s.strip() else "" for s in tqdm(segments, unit="seg")]
+        if out_path:
+            write_segments(out_path, in_path, outs, records, field)
+        if as_json:
+            click.echo(json.dumps([{"source": s, "translation": o} for s, o in zip(segments, outs)],
+                                  ensure_ascii=False))
+    finally:
+        tr.close()
+
+
+@main.command("eval-translate")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--pairs", required=True, type=click.Path(), help="English<TAB>Vietnamese pairs (.tsv).")
+@click.option("--n", "n_pairs", type=int, help="Use N pairs spread over the file.")
+@click.option("--direction", "directions", multiple=True, default=("en-vi", "vi-en"), show_default=True,
+              type=click.Choice(["en-vi", "vi-en"]))
+@click.option("--temperature", default=0.0, show_default=True)
+@click.option("--seed", type=int)
+@click.option("--threads", type=int)
+@click.option("--json", "json_out", type=click.Path(), help="Write results (with all outputs) as JSON.")
+@_errors
+def eval_translate(models, pairs, n_pairs, directions, temperature, seed, threads, json_out):
+    """chrF, BLEU, foreign characters and tok/s, side by side. MODEL may end in :guard or :noguard."""
+    from .evaluate import evaluate, read_pairs, table
+
+    data = read_pairs(pairs, n_pairs)
+    results = [evaluate(m, data, directions, temperature, seed, threads, progress=True) for m in models]
+    click.echo(table(results))
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as f:
+            json.dump(results, f, ensure_ascii=False, indent=1)
+
+
 if __name__ == "__main__":
     main()
