@@ -68,7 +68,7 @@ def test_adversarial_prompts_stay_en_vi_with_the_guard(trimmed):
         for text, dst in ADVERSARIAL:
             t = tr.translate(text, dst)
             assert foreign_chars(t.text) == [], t.text
-            assert len(t.text.split()) >= 2, t.text
+            assert any(c.isalpha() for c in t.text), t.text  # an answer in letters, not an empty stop
     finally:
         tr.close()
 
