@@ -26,20 +26,20 @@ QWEN_MESSAGES = [
 ]
 
 
+def _trimmed(src, factory, name):
+    out = factory.mktemp(name) / f"{name}.envi.gguf"
+    res, _ = trim(need(src), out)
+    return src, out, res
+
+
 @pytest.fixture(scope="module")
 def gemma(tmp_path_factory):
-    src = need(GEMMA)
-    out = tmp_path_factory.mktemp("gemma") / "gemma.envi.gguf"
-    res, _ = trim(src, out)
-    return src, out, res
+    return _trimmed(GEMMA, tmp_path_factory, "gemma")
 
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
-    src = need(QWEN)
-    out = tmp_path_factory.mktemp("qwen") / "qwen.envi.gguf"
-    res, _ = trim(src, out)
-    return src, out, res
+    return _trimmed(QWEN, tmp_path_factory, "qwen")
 
 
 @pytest.mark.parametrize("model", ["gemma", "qwen"])
