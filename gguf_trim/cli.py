@@ -386,5 +386,33 @@ def eval_translate(models, pairs, n_pairs, directions, temperature, seed, thread
             json.dump(results, f, ensure_ascii=False, indent=1)
 
 
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--words", "words_path", required=True, type=click.Path(),
+              help="Compound words: one per line, or a TSV whose first column is the word.")
+@click.option("-o", "--output", required=True, type=click.Path())
+@click.option("--top", default=2000, show_default=True,
+              help="Words to add (each adds 1-3 tokens); llama.cpp's matching cost grows with the count.")
+@click.option("--corpus", type=click.Path(), help="Text that ranks the words and shows which capitalised forms occur.")
+@click.option("--init", default="mean", show_default=True, type=click.Choice(["mean", "weighted", "first"]),
+              help="New rows: mean of the pieces' rows; weighted toward later pieces; first piece for output.")
+@click.option("--export-rows", type=click.Path(), help="Also write the new ids, texts and vectors to this .npz.")
+@click.option("--check/--no-check", default=True, show_default=True)
+@_errors
+def extend(model, words_path, output, top, corpus, init, export_rows, check):
+    """Add compound words as new tokens (USER_DEFINED), rows initialised from their pieces."""
+    from .extend import export_rows as do_export
+    from .extend import extend_file
+
+    t0 = time.perf_counter()
+    r = extend_file(model, words_path, output, top=top, corpus=corpus, init=init, check=check)
+    click.echo(f"{r.output}: {r.n_vocab_before:,} -> {r.n_vocab_after:,} tokens (+{len(r.added):,}) in "
+               f"{time.perf_counter() - t0:.1f} s; e.g. " + ", ".join(repr(x) for x in r.added[:6]))
+    click.echo("  skipped: " + ", ".join(f"{k} {v:,}" for k, v in r.skipped.items() if v))
+    if export_rows:
+        n = do_export(r.output, export_rows)
+        click.echo(f"  exported {n:,} new rows to {export_rows}")
+
+
 if __name__ == "__main__":
     main()
