@@ -270,11 +270,6 @@ class GGUFFile:
         start = self.data_offset + t.offset
         return memoryview(self._mm)[start:start + t.nbytes]
 
-    def tensor_rows(self, t: TensorInfo) -> np.ndarray:
-        """The tensor as a (rows, row_bytes) uint8 view of the map: no copy."""
-        return np.frombuffer(self._mm, dtype=np.uint8, count=t.nbytes,
-                             offset=self.data_offset + t.offset).reshape(t.n_rows, t.row_bytes)
-
     def tensor_rows_as(self, t: TensorInfo, n_rows: int) -> np.ndarray:
         """The tensor as (n_rows, bytes per row) uint8, e.g. a 1-D bias of n_vocab floats."""
         return np.frombuffer(self._mm, dtype=np.uint8, count=t.nbytes,

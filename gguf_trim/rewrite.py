@@ -10,7 +10,6 @@ llama.cpp rejects can abort the process, and the child absorbs that.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import mmap
 import os
@@ -90,14 +89,6 @@ HEADER_SLACK = 64 << 10  # provenance strings, padding tokens, the padding key i
 COPY_CHUNK = 256 << 20
 KERNEL_RUN_MIN_BYTES = 16 << 10
 HEADER_FILLER_MIN = 64  # room for the header padding key itself
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 23):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def vocab_tensors(g: GGUFFile, n_vocab: int) -> list[TensorInfo]:
