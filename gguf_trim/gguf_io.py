@@ -270,6 +270,10 @@ class GGUFFile:
         start = self.data_offset + t.offset
         return memoryview(self._mm)[start:start + t.nbytes]
 
+    def view(self, start: int, n: int) -> memoryview:
+        """Bytes [start, start+n) of the file, from the map."""
+        return memoryview(self._mm)[start:start + n]
+
     def tensor_rows_as(self, t: TensorInfo, n_rows: int) -> np.ndarray:
         """The tensor as (n_rows, bytes per row) uint8, e.g. a 1-D bias of n_vocab floats."""
         return np.frombuffer(self._mm, dtype=np.uint8, count=t.nbytes,

@@ -219,6 +219,7 @@ class TrimWriter:
         self.tmp: str | None = None
         self._twin: str | None = None
         self._kv: tuple[list[bytes], int] | None = None
+        self._sel: Selection | None = None
         self._fd = -1
         self._stop = threading.Event()
         self._copier: concurrent.futures.Future | None = None
@@ -262,8 +263,8 @@ class TrimWriter:
 
     def _page_congruent(self, base: int) -> int:
         """The first data offset >= base that puts the largest run of unchanged tensors at the same
-        offset modulo the page size as in the source: the kernel then copies whole pages, about
-        twice as fast as shifted ones. The gap is filled by the header padding key."""
+        offset modulo the page size as in the source, so the kernel copies whole pages rather than
+        shifted ones. The gap is filled by the header padding key."""
         runs = self._runs()
         if not runs:
             return base
@@ -276,17 +277,20 @@ class TrimWriter:
     def _copy_fixed(self) -> None:
         """Copy the unchanged tensors in the kernel (copy_file_range), one call per back-to-back
         stretch: their bytes never enter this process, so the resident set stays small."""
-        src_fd = self.src.fileno()
-        for s, off, left in self._runs():
-            d = self.data_start + off
-            while left and not self._stop.is_set():
-                try:
-                    n = os.copy_file_range(src_fd, self._fd, min(left, COPY_CHUNK), s, d)
-                except (OSError, AttributeError):  # no copy_file_range here: through the map
-                    n = os.pwrite(self._fd, memoryview(self.src._mm)[s:s + min(left, COPY_CHUNK)], d)
-                if n <= 0:
-                    raise OSError("copy of tensor data stalled")
-                s, d, left = s + n, d + n, left - n
+        for s, off, n in self._runs():
+            self._copy_range(s, self.data_start + off, n)
+
+    def _copy_range(self, s: int, d: int, left: int) -> None:
+        """Copy bytes [s, s+left) of the source to offset d of the output, in the kernel where
+        copy_file_range works, else through the memory map."""
+        while left and not self._stop.is_set():
+            try:
+                n = os.copy_file_range(self.src.fileno(), self._fd, min(left, COPY_CHUNK), s, d)
+            except (OSError, AttributeError):
+                n = os.pwrite(self._fd, self.src.view(s, min(left, COPY_CHUNK)), d)
+            if n <= 0:
+                raise OSError("copy of tensor data stalled")
+            s, d, left = s + n, d + n, left - n
 
     def _write_sliced(self, t: TensorInfo, rows: np.ndarray, at: int) -> None:
         """Write rows `rows` of vocab tensor t at output offset `at`. Long runs of consecutive
@@ -298,27 +302,25 @@ class TrimWriter:
         starts = np.concatenate([[0], breaks])
         lengths = np.diff(np.concatenate([starts, [len(rows)]]))
         if len(rows) and lengths.mean() * row >= KERNEL_RUN_MIN_BYTES:
-            base, src_fd = self.src.data_offset + t.offset, self.src.fileno()
+            base = self.src.data_offset + t.offset
             for i, n in zip(rows[starts].tolist(), lengths.tolist()):
-                s, left = base + i * row, n * row
-                while left:
-                    k = os.copy_file_range(src_fd, self._fd, left, s, at)
-                    if k <= 0:
-                        raise OSError(f"copy of {t.name} stalled")
-                    s, at, left = s + k, at + k, left - k
+                self._copy_range(base + i * row, at, n * row)
+                at += n * row
             return
         step = max(1, ROW_CHUNK_BYTES // row)
         for a in range(0, len(rows), step):
-            chunk = view[rows[a:a + step]]
-            os.pwrite(self._fd, chunk, at)
-            at += chunk.nbytes
+            chunk = memoryview(view[rows[a:a + step]]).cast("B")
+            done = 0
+            while done < len(chunk):
+                done += os.pwrite(self._fd, chunk[done:], at + done)
+            at += len(chunk)
             # drop the mapped source pages just read from this process's resident set
             lo, hi = int(rows[a:a + step].min()), int(rows[a:a + step].max()) + 1
             self.src.release(t, lo * row, hi * row)
 
     def _prepare(self, sel: Selection) -> None:
         """Pad the selection (once) and fix the rows every vocab tensor keeps."""
-        if getattr(self, "_sel", None) is sel:
+        if self._sel is sel:
             return
         self._sel, self._n_kept_before = sel, sel.n_kept
         self._pad = add_padding(sel, bool(self.sliced))

@@ -88,3 +88,26 @@ def test_vocab_rows_are_sliced_byte_exactly(pair):
                     assert np.array_equal(b[len(kept):], a[pad_src])
             else:
                 assert np.array_equal(a, b)
+
+
+def test_without_copy_file_range_the_map_is_used(tmp_path, monkeypatch):
+    """Filesystems or kernels without copy_file_range: the bytes go through the memory map."""
+    src = build_model(tmp_path / "m.gguf", vocab_file("qwen2"), Q.Q8_0, Q.Q4_K)
+
+    def refuse(*a, **k):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr("os.copy_file_range", refuse)
+    for overlap in (False, True):
+        out = tmp_path / f"t{overlap}.gguf"
+        res, sel = trim(src, out, overlap=overlap)
+        assert logits_diff(src, out, kept_ids_of(out), TEXT[:2])["logits_max_abs_diff"] == 0.0
+        with GGUFFile(src) as g, GGUFFile(out) as h:
+            for name in ("blk.0.ffn_down.weight", "output.weight"):
+                a, b = g.tensor(name), h.tensor(name)
+                if name == "output.weight":
+                    rows = np.frombuffer(g.tensor_bytes(a), np.uint8).reshape(res.n_vocab_original, -1)
+                    got = np.frombuffer(h.tensor_bytes(b), np.uint8).reshape(res.n_vocab_trimmed, -1)
+                    assert np.array_equal(got[: sel.n_kept], rows[sel.kept_ids])
+                else:
+                    assert bytes(g.tensor_bytes(a)) == bytes(h.tensor_bytes(b))
