@@ -103,21 +103,34 @@ def vocab_tensors(g: GGUFFile, n_vocab: int) -> list[TensorInfo]:
     return out
 
 
+def is_trimmed(g: GGUFFile) -> bool:
+    """Was this file written by gguf-trim (its ids then map back through gguf_trim.kept_ids)?"""
+    return isinstance(g.get(PROVENANCE_PREFIX + "kept_ids"), np.ndarray)
+
+
 def _provenance(g: GGUFFile, sel: Selection, source_sha: str, pad: list[int]) -> list[bytes]:
     """gguf_trim.* keys: where the file came from and how each new id maps back to the source
     (kept_ids[new_id]; padding tokens, appended last, repeat the rows named in padding_rows)."""
-    kept = sel.kept_ids.astype(np.uint32)
-    pad_rows = np.asarray(pad, dtype=np.uint32)
+    kept = sel.kept_ids.astype(np.int64)
+    pad_rows = np.asarray(pad, dtype=np.int64)
     src_name = g.path.name
     src_n = sel.vocab.n
-    prev = g.get(PROVENANCE_PREFIX + "kept_ids")
-    if isinstance(prev, np.ndarray) and len(prev) and kept.max() < len(prev):
-        # trimming a trimmed file: map to the first source
-        kept = prev.astype(np.uint32)[kept]
-        pad_rows = prev.astype(np.uint32)[pad_rows]
-        src_name = g.fields[PROVENANCE_PREFIX + "source_file"].text()
-        source_sha = g.fields[PROVENANCE_PREFIX + "source_sha256"].text()
-        src_n = int(g.get(PROVENANCE_PREFIX + "source_n_vocab"))
+    if is_trimmed(g):
+        # trimming a trimmed file: map every id to the first source. Its ids past kept_ids are its
+        # own padding tokens; kept again they stay padding, after the real tokens.
+        prev = g.get(PROVENANCE_PREFIX + "kept_ids").astype(np.int64)
+        prev_pad = g.get(PROVENANCE_PREFIX + "padding_rows")
+        first = np.concatenate([prev, np.asarray([] if prev_pad is None else prev_pad, dtype=np.int64)])
+        if len(first) < sel.vocab.n:
+            raise TrimError(f"{g.path}: gguf_trim.kept_ids/padding_rows do not cover its {sel.vocab.n} tokens")
+        real, old_pad = kept[kept < len(prev)], kept[kept >= len(prev)]
+        kept, pad_rows = first[real], np.concatenate([first[old_pad], first[pad_rows]])
+        try:
+            src_name = g.fields[PROVENANCE_PREFIX + "source_file"].text()
+            source_sha = g.fields[PROVENANCE_PREFIX + "source_sha256"].text()
+            src_n = int(g.get(PROVENANCE_PREFIX + "source_n_vocab"))
+        except (KeyError, TypeError):
+            raise TrimError(f"{g.path}: incomplete gguf_trim provenance (source file, sha256, n_vocab)") from None
     S, U, A = GGUFValueType.STRING, GGUFValueType.UINT32, GGUFValueType.ARRAY
     return [
         encode_field(PROVENANCE_PREFIX + "version", S, __version__),
@@ -245,7 +258,7 @@ class TrimWriter:
             raise TrimError(f"cannot write in output folder {self.folder}: {e.strerror}") from None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
         self._copier = self._pool.submit(self._copy_fixed)
-        if PROVENANCE_PREFIX + "source_sha256" not in self.src.fields:
+        if not is_trimmed(self.src):  # a trimmed source already records its first source's hash
             self._hasher = self._pool.submit(self.src.sha256, self._stop)
         return self
 
@@ -354,6 +367,8 @@ class TrimWriter:
         sha = self._hasher.result() if self._hasher is not None else ""
         # the metadata was made before the hash was known: only the placeholder changes
         kv = [x.replace(SHA_PLACEHOLDER.encode(), sha.encode()) for x in self._kv[0]]
+        if sum(map(len, kv)) != sum(map(len, self._kv[0])):
+            raise TrimError("internal error: the source sha256 was not computed")
         n_merges = self._kv[1]
         os.pwrite(self._fd, self._header(kv, infos), 0)
         os.ftruncate(self._fd, end)

@@ -111,3 +111,21 @@ def test_without_copy_file_range_the_map_is_used(tmp_path, monkeypatch):
                     assert np.array_equal(got[: sel.n_kept], rows[sel.kept_ids])
                 else:
                     assert bytes(g.tensor_bytes(a)) == bytes(h.tensor_bytes(b))
+
+
+def test_trimming_a_trimmed_file_maps_back_to_the_first_source(tmp_path):
+    src = build_model(tmp_path / "m.gguf", vocab_file("llama-spm"), Q.F16, Q.Q4_K)
+    once, sel1 = trim(src, tmp_path / "once.gguf")
+    drop = tmp_path / "drop.txt"
+    drop.write_text("▁hello\n", encoding="utf-8")  # a leaf: no kept token is built from it
+    twice, sel2 = trim(tmp_path / "once.gguf", tmp_path / "twice.gguf", drop=drop)
+    assert len(kept_ids_of(tmp_path / "twice.gguf")) == len(kept_ids_of(tmp_path / "once.gguf")) - 1
+    assert (twice.n_vocab_original - twice.n_vocab_trimmed) % 16 == 0
+    kept = kept_ids_of(tmp_path / "twice.gguf", 32000)  # ids of the first source
+    with GGUFFile(src) as g, GGUFFile(tmp_path / "twice.gguf") as h:
+        assert h.fields["gguf_trim.source_file"].text() == src.name
+        assert h.get("gguf_trim.source_n_vocab") == 32000
+        toks = g.get("tokenizer.ggml.tokens")
+        assert [toks[i] for i in kept] == h.get("tokenizer.ggml.tokens")[: len(kept)]
+        assert "▁hello".encode() not in h.get("tokenizer.ggml.tokens")
+    assert logits_diff(src, tmp_path / "twice.gguf", kept, TEXT)["logits_max_abs_diff"] == 0.0
