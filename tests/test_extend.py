@@ -77,3 +77,30 @@ def test_dev_vietnamese_needs_fewer_tokens(tmp_path, dev_vi):
     assert b["round_trip_failures"] == 0
     assert b["tokens"] <= 0.85 * a["tokens"]
     assert res.n_vocab_after - res.n_vocab_before == len(res.added) > 1000
+
+
+def test_k_quant_rows_are_requantized_through_libggml(tmp_path):
+    from gguf.constants import GGMLQuantizationType as Q
+
+    from gguf_trim.extend import _rows_float
+    from gguf_trim.synth import build_model
+
+    from .conftest import vocab_file
+
+    src = build_model(tmp_path / "m.gguf", vocab_file("llama-spm"), Q.Q4_K, Q.Q6_K)
+    words = tmp_path / "w.txt"
+    words.write_text("học sinh\nViệt Nam\n", encoding="utf-8")
+    out = tmp_path / "x.gguf"
+    res = extend_file(src, words, out, top=2)
+    tok = load_llama(src, vocab_only=True)
+    with GGUFFile(src) as g, GGUFFile(out) as h:
+        assert h.tensor("token_embd.weight").type_name == "Q4_K" and h.tensor("output.weight").type_name == "Q6_K"
+        for k, text in enumerate(res.added):
+            ids = tok.tokenize(text.encode(), add_bos=False, special=False)
+            for name in ("token_embd.weight", "output.weight"):
+                mean = _rows_float(g, name, res.n_vocab_before, ids).mean(0)
+                new = _rows_float(h, name, res.n_vocab_after, [res.n_vocab_before + k])[0]
+                assert np.abs(new - mean).max() < 0.2 * np.abs(mean).max()  # 4-6 bit blocks
+                assert np.corrcoef(new, mean)[0, 1] > 0.95
+    llm = load_llama(out, n_ctx=128)
+    assert llm.create_completion("Việt Nam", max_tokens=4, temperature=0.0)["choices"][0]["text"] is not None
