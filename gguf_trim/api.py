@@ -12,7 +12,7 @@ from .charset import script_label
 from .errors import TrimError
 from .gguf_io import GGUFFile
 from .plan import read_plan, write_plan
-from .rewrite import TrimResult, TrimWriter, vocab_tensors
+from .rewrite import TrimResult, TrimWriter, check_output, vocab_tensors
 from .select import Selection, read_token_list, select_lossless
 from .vocab import TYPE_NAMES, Vocab
 
@@ -41,9 +41,7 @@ def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: s
          overlap: bool | None = None) -> tuple[TrimResult, Selection]:
     """Trim `model` to the chosen tokens and write `output` (and optionally the plan).
     `overlap`: copy the unchanged tensors while choosing tokens (default: for files over 1 GiB)."""
-    out = Path(output)
-    if out.exists() and out.resolve() == Path(model).resolve():
-        raise TrimError(f"-o {out} is the input file; refusing to overwrite the input")
+    out, _ = check_output(output, model)  # before parsing the model, for a fast refusal
     with GGUFFile(model) as g:
         vocab = Vocab.from_gguf(g)
         writer = TrimWriter(g, out, vocab.n, check)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .gguf_io import GGUFFile, OutTensor, encode_field, write_gguf
+from .rewrite import vocab_tensors
 
 PROMPT_SEED = ("The quick brown fox jumps over the lazy dog. Xin chào, tôi là học sinh ở Hà Nội. "
                "Please save your work before closing the window. Cảm ơn bạn rất nhiều. ")
@@ -69,8 +70,7 @@ def decode_bytes_per_token(path: str | Path) -> int:
 
 def vocab_bytes(path: str | Path) -> int:
     with GGUFFile(path) as g:
-        n = len(g.get("tokenizer.ggml.tokens"))
-        return sum(t.nbytes for t in g.tensors if t.shape[-1] == n)
+        return sum(t.nbytes for t in vocab_tensors(g, len(g.get("tokenizer.ggml.tokens"))))
 
 
 def bench_models(models: list[str], runs: int = 5, n_prompt: int = 512, n_gen: int = 128,

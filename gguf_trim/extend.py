@@ -21,7 +21,7 @@ from gguf.quants import dequantize, quantize
 
 from .errors import TrimError
 from .gguf_io import GGUFFile, OutTensor, encode_field, write_gguf
-from .rewrite import PROVENANCE_PREFIX, load_check, vocab_tensors
+from .rewrite import PROVENANCE_PREFIX, check_output, load_check, vocab_tensors
 from .synth import K_QUANTS, ggml_quantize
 from .vocab import USER_DEFINED, Vocab
 
@@ -128,9 +128,7 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
     """Write `model` plus new USER_DEFINED tokens for the most useful compound forms."""
     from .verify import load_llama
 
-    out = Path(output)
-    if out.exists() and out.resolve() == Path(model).resolve():
-        raise TrimError(f"-o {out} is the input file; refusing to overwrite the input")
+    out, folder = check_output(output, model)
     if init not in ("mean", "first", "weighted"):
         raise TrimError(f"unknown --init {init!r} (mean, first, weighted)")
     words = read_words(words_path)
@@ -195,7 +193,6 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
                                          writer(t, add)))
             else:
                 tensors.append(OutTensor(t.name, t.shape, t.ggml_type, t.nbytes, writer(t)))
-        folder = out.parent if str(out.parent) else Path(".")
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -194,6 +194,22 @@ def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str, pad: list[int]) 
     return kv, len(merges or ())
 
 
+def check_output(out: str | Path, source: str | Path) -> tuple[Path, Path]:
+    """Refuse an output that is the input, a directory, or in a missing/unwritable folder.
+    Returns (output path, its folder)."""
+    out = Path(out)
+    if out.exists() and out.resolve() == Path(source).resolve():
+        raise TrimError(f"-o {out} is the input file; refusing to overwrite the input")
+    if out.is_dir():
+        raise TrimError(f"-o {out} is a directory; give a file name")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise TrimError(f"output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TrimError(f"output folder {folder} is not writable")
+    return out, folder
+
+
 class TrimWriter:
     """Streams a trimmed copy of a GGUF to a temp file next to `out`, renamed into place at the end.
 
@@ -208,16 +224,7 @@ class TrimWriter:
     """
 
     def __init__(self, src: GGUFFile, out: str | Path, n_vocab: int, check: bool = True):
-        out = Path(out)
-        if out.exists() and out.resolve() == src.path.resolve():
-            raise TrimError(f"-o {out} is the input file; refusing to overwrite the input")
-        if out.is_dir():
-            raise TrimError(f"-o {out} is a directory; give a file name")
-        folder = out.parent if str(out.parent) else Path(".")
-        if not folder.is_dir():
-            raise TrimError(f"output folder {folder} does not exist")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise TrimError(f"output folder {folder} is not writable")
+        out, folder = check_output(out, src.path)
         self.src, self.out, self.folder, self.n_vocab, self.check = src, out, folder, n_vocab, check
         self.sliced = vocab_tensors(src, n_vocab)
         names = {t.name for t in self.sliced}

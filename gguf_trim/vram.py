@@ -41,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from .errors import TrimError
-from .gguf_io import GGUFFile
+from .gguf_io import GGUFFile, tensor_nbytes
 from .rewrite import PAD_MODULUS, add_padding, vocab_tensors
 from .select import select_lossless
 from .vocab import Vocab
@@ -118,11 +119,10 @@ TRIM_FAMILIES: dict[str, TrimFamily] = {
     "gemma": TrimFamily(262144, 166763, False, "gemma-3-270m (ratio applied to Gemma 2)"),
 }
 
-# Block size (weights) and bytes per block of the ggml types involved (ggml-common.h).
+# Block size (weights) and bytes per block of the ggml types involved, from gguf-py.
 BLOCKS: dict[str, tuple[int, int]] = {
-    "F32": (1, 4), "F16": (1, 2),
-    "Q8_0": (32, 34), "Q5_1": (32, 24), "Q5_0": (32, 22), "Q4_0": (32, 18), "IQ4_NL": (32, 18),
-    "Q6_K": (256, 210), "Q5_K": (256, 176), "Q4_K": (256, 144), "Q3_K": (256, 110), "Q2_K": (256, 84),
+    name: GGML_QUANT_SIZES[GGMLQuantizationType[name]]
+    for name in ("F32", "F16", "Q8_0", "Q5_1", "Q5_0", "Q4_0", "IQ4_NL", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K")
 }
 # llama.cpp's fallback when a row length is not a multiple of the 256-weight K-quant block
 # (llama_tensor_get_type), e.g. Qwen2.5-0.5B's 896.
@@ -162,8 +162,7 @@ def tensor_type(ggml_type: str, row_len: int, is_output: bool) -> str:
 
 
 def tensor_bytes(ggml_type: str, n_rows: int, row_len: int) -> int:
-    block, size = BLOCKS[ggml_type]
-    return n_rows * (row_len // block) * size
+    return tensor_nbytes((row_len, n_rows), GGMLQuantizationType[ggml_type])
 
 
 def trimmed_n_vocab(family: str, n_vocab: int) -> int:
