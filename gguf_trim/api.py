@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +17,59 @@ from .rewrite import TrimResult, TrimWriter, check_output, vocab_tensors
 from .select import Selection, read_token_list, select_lossless
 from .vocab import TYPE_NAMES, Vocab
 
+PROFILES = ("lossless", "compact")
+
+
+@dataclass
+class CompactOptions:
+    """What the compact profile is chosen from (see compact.py)."""
+    corpus: list[str] = field(default_factory=list)  # files, folders, hf:NAME[:split][:field]
+    field: str | None = None  # JSON lines / Parquet / HF field
+    columns: list[int] | None = None  # TSV columns
+    target_size: int | None = None  # tokens in the output, padding included (default: half)
+    min_count: int | None = None  # instead of a size: keep what the corpus shows this often
+    words: bool = True  # use wordfreq's common-word lists
+    cache: bool = True  # reuse token counts cached by (tokenizer, corpus)
+    progress: bool = False
+    workers: int | None = None
+
 # Above this many bytes of unchanged tensors the copy starts before the selection (a few MB of
 # header reserve buy seconds); below it the header is sized exactly.
 OVERLAP_MIN_BYTES = 1 << 30
 
 
 def make_selection(vocab: Vocab, langs: str = "en,vi", profile: str = "lossless", plan: str | Path | None = None,
-                   keep: str | Path | None = None, drop: str | Path | None = None) -> Selection:
+                   keep: str | Path | None = None, drop: str | Path | None = None,
+                   compact: CompactOptions | None = None) -> Selection:
     """Choose the tokens to keep: from a plan file, or by the profile plus keep/drop lists."""
     if plan is not None:
         if keep or drop:
             raise TrimError("--plan already lists the kept tokens; edit the plan instead of adding --keep/--drop")
         return read_plan(plan, vocab)
-    if profile != "lossless":
-        raise TrimError(f"unknown profile {profile!r} (available: lossless)")
+    if profile not in PROFILES:
+        raise TrimError(f"unknown profile {profile!r} (available: {', '.join(PROFILES)})")
     keep_ids = read_token_list(keep, vocab) if keep else None
     drop_ids = read_token_list(drop, vocab) if drop else None
-    return select_lossless(vocab, langs, keep_ids, drop_ids)
+    if profile == "lossless":
+        if compact is not None and (compact.corpus or compact.target_size or compact.min_count):
+            raise TrimError("--corpus, --target-size and --min-count belong to --profile compact")
+        return select_lossless(vocab, langs, keep_ids, drop_ids)
+    from .compact import gather_evidence, select_compact
+
+    c = compact or CompactOptions()
+    if c.target_size is not None and c.min_count is not None:
+        raise TrimError("give either --target-size or --min-count, not both")
+    if c.min_count is not None and not c.corpus:
+        raise TrimError("--min-count needs a --corpus to count in")
+    ev = gather_evidence(vocab, vocab.source, c.corpus, c.field, c.columns, langs, c.words, c.cache, c.progress,
+                         c.workers)
+    return select_compact(vocab, ev, c.target_size, c.min_count, langs, keep_ids, drop_ids)
 
 
 def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: str = "lossless",
          plan: str | Path | None = None, keep: str | Path | None = None, drop: str | Path | None = None,
          plan_out: str | Path | None = None, check: bool = True,
-         overlap: bool | None = None) -> tuple[TrimResult, Selection]:
+         overlap: bool | None = None, compact: CompactOptions | None = None) -> tuple[TrimResult, Selection]:
     """Trim `model` to the chosen tokens and write `output` (and optionally the plan).
     `overlap`: copy the unchanged tensors while choosing tokens (default: for files over 1 GiB)."""
     out, _ = check_output(output, model)  # before parsing the model, for a fast refusal
@@ -50,7 +81,7 @@ def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: s
         try:
             if overlap:  # big file: copy the unchanged tensors while the tokens are chosen
                 writer.start()
-            sel = make_selection(vocab, langs, profile, plan, keep, drop)
+            sel = make_selection(vocab, langs, profile, plan, keep, drop, compact)
             if plan_out is not None:
                 write_plan(plan_out, sel, source=g.path.name)
             if not overlap:

@@ -58,11 +58,66 @@ def main() -> None:
     """Trim a GGUF model's vocabulary to English + Vietnamese, and check the result."""
 
 
+def _compact_options(fn):
+    """Options of --profile compact, shared by trim and plan."""
+    opts = [
+        click.option("--target-size", type=click.IntRange(min=1),
+                     help="compact: tokens in the output, padding included (default: half the vocabulary)."),
+        click.option("--min-count", type=click.IntRange(min=1),
+                     help="compact: instead of a size, keep tokens the corpus shows at least this often "
+                          "(or common words use)."),
+        click.option("--corpus", "corpus", multiple=True,
+                     help="compact: text to count tokens in: .txt/.jsonl/.tsv/.parquet (.gz), folders, "
+                          "hf:NAME[:split][:field]. Repeatable."),
+        click.option("--field", help="compact: field of .jsonl/.parquet/hf: records (default: text)."),
+        click.option("--column", "columns", multiple=True, type=click.IntRange(min=0),
+                     help="compact: TSV column (0-based) to read; repeatable (default: all)."),
+        click.option("--words/--no-words", default=True, show_default=True,
+                     help="compact: use wordfreq's common English/Vietnamese words (and other Latin-script "
+                          "languages' words to spot foreign tokens)."),
+        click.option("--cache/--no-cache", default=True, show_default=True,
+                     help="compact: reuse token counts cached by (tokenizer, corpus sha256)."),
+        click.option("--workers", type=click.IntRange(min=1), help="compact: counting processes (default: all cores)."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _compact(profile, target_size, min_count, corpus, field, columns, words, cache, workers):
+    from .api import CompactOptions
+
+    if profile != "compact":
+        if corpus or target_size or min_count:
+            raise TrimError("--corpus, --target-size and --min-count belong to --profile compact")
+        return None
+    return CompactOptions(list(corpus), field, list(columns) or None, target_size, min_count, words, cache,
+                          progress=sys.stderr.isatty(), workers=workers)
+
+
+def _selection_note(sel) -> str | None:
+    """One line on how a compact selection was made."""
+    info = sel.info
+    if not info:
+        return None
+    parts = []
+    if info.get("segments"):
+        how = "cached" if info.get("count_cached") else f"{info['count_mb_per_s']} MB/s"
+        parts.append(f"corpus {info['bytes'] / 1e6:.1f} MB, {info['segments']:,} segments counted with "
+                     f"{info['count_method']} ({how})")
+        if info.get("fast_path_refused"):
+            parts.append(f"fast tokenizer not used: {info['fast_path_refused']}")
+    if info.get("word_lists"):
+        parts.append(info["word_lists"])
+    return "; ".join(parts) if parts else None
+
+
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="Trimmed GGUF to write.")
 @click.option("--langs", default="en,vi", show_default=True, help="Languages to keep (en, vi).")
-@click.option("--profile", default="lossless", show_default=True, help="Selection profile.")
+@click.option("--profile", default="lossless", show_default=True,
+              help="lossless: every token En/Vi text can use; compact: the likely ones, to a target size.")
 @click.option("--keep", type=click.Path(), help="Tokens to keep whatever the profile says (text per line or JSONL).")
 @click.option("--drop", type=click.Path(), help="Tokens to drop (text per line or JSONL); refused if needed.")
 @click.option("--plan", "plan_in", type=click.Path(), help="Apply this (edited) plan instead of a profile.")
@@ -70,21 +125,25 @@ def main() -> None:
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Load the output's vocabulary with llama-cpp-python before renaming it into place.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_compact_options
 @_errors
-def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, as_json):
+def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, as_json, target_size, min_count,
+         corpus, field, columns, words, cache, workers):
     """Write MODEL with only the tokens English/Vietnamese text can use."""
     from .api import trim as do_trim
 
     t0 = time.perf_counter()
+    compact = _compact(profile, target_size, min_count, corpus, field, columns, words, cache, workers)
     res, sel = do_trim(model, output, langs=langs, profile=profile, plan=plan_in, keep=keep, drop=drop,
-                       plan_out=plan_out, check=check)
+                       plan_out=plan_out, check=check, compact=compact)
     secs = time.perf_counter() - t0
     info = {"output": str(res.output), "n_vocab_original": res.n_vocab_original,
             "n_vocab_trimmed": res.n_vocab_trimmed, "size_original": res.size_original,
             "size_trimmed": res.size_trimmed, "sliced_tensors": res.sliced_tensors,
             "merges": [res.merges_original, res.merges_trimmed], "kept_by_reason": sel.summary(),
             "closure_added": [sel.vocab.display(i) for i in sel.closure_added], "seconds": round(secs, 2),
-            "load_checked": check, "padding_tokens": res.n_padding}
+            "load_checked": check, "padding_tokens": res.n_padding, "profile": sel.profile,
+            **({"selection": sel.info} if sel.info else {})}
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False, indent=1))
         return
@@ -96,6 +155,8 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, as
     if sel.closure_added:
         shown = ", ".join(repr(sel.vocab.display(i)) for i in sel.closure_added[:10])
         click.echo(f"  closure added {len(sel.closure_added)}: {shown}")
+    if note := _selection_note(sel):
+        click.echo(f"  chosen from: {note}")
     click.echo(f"  sliced: {', '.join(res.sliced_tensors)}; merges {res.merges_original:,} -> {res.merges_trimmed:,}"
                + ("; llama.cpp load check ok" if check else ""))
     if plan_out:
@@ -106,23 +167,28 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, as
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", "plan_out", required=True, type=click.Path(), help="Plan file (JSONL) to write.")
 @click.option("--langs", default="en,vi", show_default=True)
-@click.option("--profile", default="lossless", show_default=True)
+@click.option("--profile", default="lossless", show_default=True, help="lossless or compact (see trim).")
 @click.option("--keep", type=click.Path())
 @click.option("--drop", type=click.Path())
+@_compact_options
 @_errors
-def plan(model, plan_out, langs, profile, keep, drop):
+def plan(model, plan_out, langs, profile, keep, drop, target_size, min_count, corpus, field, columns, words, cache,
+         workers):
     """Write the plan only (works on vocab-only GGUFs); apply it with `trim --plan`."""
     from .api import make_selection
     from .gguf_io import GGUFFile
     from .plan import write_plan
     from .vocab import Vocab
 
+    compact = _compact(profile, target_size, min_count, corpus, field, columns, words, cache, workers)
     with GGUFFile(model) as g:
         vocab = Vocab.from_gguf(g)
-        sel = make_selection(vocab, langs, profile, None, keep, drop)
+        sel = make_selection(vocab, langs, profile, None, keep, drop, compact)
         write_plan(plan_out, sel, source=g.path.name)
     click.echo(f"{plan_out}: {sel.n_kept:,} of {vocab.n:,} tokens kept ("
                + ", ".join(f"{k} {v:,}" for k, v in sel.summary().items()) + ")")
+    if note := _selection_note(sel):
+        click.echo(f"  chosen from: {note}")
 
 
 @main.command()
@@ -130,13 +196,18 @@ def plan(model, plan_out, langs, profile, keep, drop):
 @click.argument("trimmed", type=click.Path())
 @click.option("--text", "texts", multiple=True, type=click.Path(), help="Text file, one segment per line.")
 @click.option("--logits", default=0, show_default=True, help="Compare logits on this many lines.")
+@click.option("--bpb", is_flag=True, help="Also compare bits per byte of the two models on each --text file.")
+@click.option("--bpb-lines", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Lines per file (spread over it) scored for --bpb.")
 @click.option("--json", "json_out", type=click.Path(), help="Write the full report as JSON here.")
 @_errors
-def verify(original, trimmed, texts, logits, json_out):
-    """Check TRIMMED against ORIGINAL: tokenization fidelity per line, logits, load, sizes."""
+def verify(original, trimmed, texts, logits, bpb, bpb_lines, json_out):
+    """Check TRIMMED against ORIGINAL: tokenization fidelity per line, logits, bits per byte, load, sizes."""
     from .verify import verify as do_verify
 
-    rep = do_verify(original, trimmed, list(texts), logits)
+    if bpb and not texts:
+        raise TrimError("--bpb needs --text files to score")
+    rep = do_verify(original, trimmed, list(texts), logits, bpb_lines=bpb_lines if bpb else 0)
     if json_out:
         with open(json_out, "w", encoding="utf-8") as f:
             json.dump(rep, f, ensure_ascii=False, indent=1)
@@ -147,6 +218,9 @@ def verify(original, trimmed, texts, logits, json_out):
                    f"({f['line_fidelity']:.3%}), tokens {f['tokens_original']:,} -> {f['tokens_trimmed']:,}")
         for ex in f["worst"][:3]:
             click.echo(f"   differs: {ex['line'][:80]!r}")
+        if "bpb_original" in f:
+            click.echo(f"   bits per byte over {f['bpb_lines']} lines: {f['bpb_original']:.4f} -> "
+                       f"{f['bpb_trimmed']:.4f} ({f['bpb_change']:+.2%})")
     if rep.get("logits_max_abs_diff") is not None:
         click.echo(f"logits: max |diff| at kept ids = {rep['logits_max_abs_diff']:g} over "
                    f"{rep['logits_lines']} lines ({rep['logits_positions']} positions)")

@@ -260,24 +260,3 @@ def tokenization_report(model: str | Path, lines: list[str]) -> dict:
     size = sum(len(x.encode()) for x in lines)
     return {"lines": len(lines), "tokens": n_tok, "syllables": syllables, "tokens_per_syllable": n_tok / syllables,
             "round_trip_failures": len(bad), "round_trip_examples": bad[:3], "tokenize_mb_s": size / secs / 1e6}
-
-
-def bits_per_byte(model: str | Path, lines: list[str], n_ctx: int = 512) -> float:
-    """Bits per UTF-8 byte the model spends on the lines (each line on its own, after BOS)."""
-    from .verify import load_llama
-
-    llm = load_llama(model, n_ctx=n_ctx, logits_all=True)
-    bits, size = 0.0, 0
-    try:
-        for x in lines:
-            ids = llm.tokenize(x.encode(), add_bos=True, special=False)[: n_ctx - 1]
-            if len(ids) < 2:
-                continue
-            llm.reset()
-            llm.eval(ids)
-            lp = llm.logits_to_logprobs(np.array(llm.scores[: llm.n_tokens]))
-            bits -= float(lp[np.arange(len(ids) - 1), ids[1:]].sum()) / np.log(2)
-            size += len(x.encode())
-    finally:
-        llm.close()
-    return bits / size if size else float("nan")

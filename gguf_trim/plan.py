@@ -25,7 +25,7 @@ def write_plan(path: str | Path, sel: Selection, source: str = "") -> None:
     header = {"gguf_trim_plan": PLAN_FORMAT, "vocab_sha256": vocab.sha256, "n_vocab": vocab.n,
               "tokenizer": vocab.model, "pre": vocab.pre, "source": source, "langs": ",".join(sel.langs),
               "profile": sel.profile, "n_kept": sel.n_kept, "closure_added": len(sel.closure_added),
-              "kept_by_reason": sel.summary()}
+              "kept_by_reason": sel.summary(), **({"selection": sel.info} if sel.info else {})}
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -33,7 +33,8 @@ def write_plan(path: str | Path, sel: Selection, source: str = "") -> None:
             f.write(json.dumps(header, ensure_ascii=False) + "\n")
             for new_id, i in enumerate(sel.kept_ids.tolist()):
                 f.write(json.dumps({"new_id": new_id, "id": i, "text": vocab.display(i),
-                                    "token": vocab.stored_text(i), "why": sel.why.get(i, "plan")},
+                                    "token": vocab.stored_text(i), "why": sel.why.get(i, "plan"),
+                                    **sel.detail.get(i, {})},
                                    ensure_ascii=False) + "\n")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)

@@ -137,8 +137,51 @@ def logits_diff(original: str | Path, trimmed: str | Path, kept: np.ndarray, lin
     return {"logits_lines": compared, "logits_positions": positions, "logits_max_abs_diff": worst}
 
 
+def line_bits(model: str | Path, lines: list[str], n_ctx: int = 512, n_threads: int | None = None) -> list:
+    """(bits, UTF-8 bytes) the model spends on each line, or None where the line does not fit.
+    Each line is scored on its own after the vocabulary's BOS (its EOS if it has none), so every
+    token of the line is predicted and the bytes are exactly the line's."""
+    llm = load_llama(model, n_ctx=n_ctx, logits_all=True, n_threads=n_threads)
+    out: list = []
+    try:
+        start = llm.token_bos() if llm.token_bos() >= 0 else llm.token_eos()
+        for x in lines:
+            ids = [start] + tokenize(llm, x)
+            if len(ids) < 2 or len(ids) > n_ctx:
+                out.append(None)
+                continue
+            llm.reset()
+            llm.eval(ids)
+            a = np.asarray(llm.scores[: len(ids) - 1], dtype=np.float64)
+            m = a.max(axis=1)
+            lse = m + np.log(np.exp(a - m[:, None]).sum(axis=1))
+            nats = float((lse - a[np.arange(len(ids) - 1), ids[1:]]).sum())
+            out.append((nats / np.log(2), len(x.encode("utf-8"))))
+    finally:
+        llm.close()
+    return out
+
+
+def bits_per_byte(model: str | Path, lines: list[str], n_ctx: int = 512) -> float:
+    """Bits per UTF-8 byte over the lines that fit (see line_bits)."""
+    scored = [r for r in line_bits(model, lines, n_ctx) if r is not None]
+    size = sum(b for _, b in scored)
+    return sum(bits for bits, _ in scored) / size if size else float("nan")
+
+
+def compare_bpb(original: str | Path, trimmed: str | Path, lines: list[str], n_ctx: int = 512) -> dict[str, Any]:
+    """Bits per byte of both models on the same lines (those that fit in both)."""
+    a, b = line_bits(original, lines, n_ctx), line_bits(trimmed, lines, n_ctx)
+    both = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    size = sum(x[1] for x, _ in both)
+    bo = sum(x[0] for x, _ in both) / size if size else float("nan")
+    bt = sum(y[0] for _, y in both) / size if size else float("nan")
+    return {"bpb_lines": len(both), "bpb_bytes": size, "bpb_original": bo, "bpb_trimmed": bt,
+            "bpb_change": bt / bo - 1 if size else float("nan")}
+
+
 def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = (), logits: int = 0,
-           worst: int = 5) -> dict[str, Any]:
+           worst: int = 5, bpb_lines: int = 0) -> dict[str, Any]:
     """Fidelity, logits and load report of a trimmed file (see the module docstring)."""
     orig = load_llama(original, vocab_only=True)
     trim = load_llama(trimmed, vocab_only=True)
@@ -153,14 +196,19 @@ def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = 
             "files": [],
         }
         all_lines: list[str] = []
+        per_file: list[list[str]] = []
         for path in texts:
             lines = read_lines(path)
             all_lines.extend(lines)
+            per_file.append(lines)
             r = line_fidelity(orig, trim, kept, lines, worst)
             report["files"].append({"path": str(path), **r})
     finally:
         orig.close()
         trim.close()
+    if bpb_lines:
+        for f, lines in zip(report["files"], per_file):
+            f.update(compare_bpb(original, trimmed, _spread(lines, bpb_lines)))
     report["logits_max_abs_diff"] = None
     if logits:
         sample = _spread(all_lines, logits) if all_lines else ["Hello world.", "Xin chào thế giới."][:logits]

@@ -58,6 +58,7 @@ class Vocab:
     merges: list[bytes] | None
     special_ids: dict[str, int] = field(default_factory=dict)
     source: str = ""
+    add_space_prefix: bool = False  # SPM: llama.cpp puts a space before text (default on unless the key says no)
 
     @classmethod
     def from_gguf(cls, g: GGUFFile) -> Vocab:
@@ -95,10 +96,12 @@ class Vocab:
             v = g.get(k)
             if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
                 special[k] = int(v)
+        asp = g.get("tokenizer.ggml.add_space_prefix")
         return cls(model=model, pre=pre.decode("utf-8", "replace") if isinstance(pre, bytes) else pre,
                    tokens=tokens, types=np.asarray(types[:n], dtype=np.int32),
                    scores=None if scores is None else np.asarray(scores[:n], dtype=np.float32),
-                   merges=merges if isinstance(merges, list) else None, special_ids=special, source=p)
+                   merges=merges if isinstance(merges, list) else None, special_ids=special, source=p,
+                   add_space_prefix=bool(asp) if asp is not None else model == "llama")
 
     @property
     def n(self) -> int:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from gguf_trim import GGUFFile, trim
-from gguf_trim.extend import bits_per_byte, export_rows, extend_file, tokenization_report
-from gguf_trim.verify import load_llama, read_lines
+from gguf_trim.extend import export_rows, extend_file, tokenization_report
+from gguf_trim.verify import bits_per_byte, load_llama, read_lines
 
 from .conftest import GEMMA, SHARED, need
 

@@ -1,0 +1,547 @@
+"""Counting how often each token of a vocabulary is used on a corpus, exactly as llama.cpp tokenizes.
+
+Why not llama.cpp itself: llama-cpp-python tokenizes 0.5-1.8 MB/s here, too slow for corpora
+of gigabytes. llama.cpp cuts text into independent units before any merge happens: first at
+user-defined tokens (which it matches even without parse_special), then (BPE) at the pieces of
+the pre-tokenizer regex named by `tokenizer.ggml.pre`, or (SPM) nowhere, although no merge can
+cross a point where a run of U+2581 follows another character unless a vocab token spans one.
+So the corpus is cut into such units in worker processes (the `regex` module gives the same
+Unicode classes as llama.cpp's regex tables), each distinct unit is tokenized once by a
+`tokenizers` model built from the vocab (BPE from its merges; SPM as a BPE whose merges are
+ranked by the score of their result, which is llama.cpp's bigram order), and the counts of a
+unit are multiplied by how often it occurs. Before the counts are trusted, a sample of the
+corpus is tokenized by both this path and llama.cpp; on any difference the whole corpus is
+counted by llama.cpp instead. Counts are cached by (tokenizer identity, corpus sha256).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import math
+import os
+import queue
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TrimError
+from .select import literal_regex
+from .vocab import NORMAL, SPM_SPACE, USER_DEFINED, Vocab
+
+# tokenizer.ggml.pre -> llama.cpp's regexes (src/llama-vocab.cpp, llm_tokenizer_bpe) and ignore_merges.
+_LLAMA3 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+           r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+          r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN35 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
+           r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+PRE_TOKENIZERS: dict[str, tuple[tuple[str, ...], bool]] = {}
+for _names, _rx, _ignore in (
+        (("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"), (_LLAMA3,), True),
+        (("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "stablelm2"), (_QWEN2,), False),
+        (("qwen35",), (_QWEN35,), False),
+        (("starcoder", "refact", "command-r", "smollm", "codeshell"), (r"\p{N}", _GPT2), False),
+        (("gpt-2", "phi-2", "mpt", "olmo", "jais"), (_GPT2,), False)):
+    for _n in _names:
+        PRE_TOKENIZERS[_n] = (_rx, _ignore)
+
+SPM_CHUNK = "\u2581+[^\u2581]*|[^\u2581]+"  # a run of U+2581 and the word after it
+SPM_JOINED = "\u2581+[^\u2581\n]*|[^\u2581\n]+"  # the same, stopping at the newlines that join segments
+SAMPLE_SEGMENTS = 2000  # segments compared with llama.cpp before the fast counts are trusted
+
+
+@dataclass(frozen=True)
+class Splitter:
+    """How llama.cpp cuts a text segment into units that tokenize independently (picklable)."""
+    spm: bool
+    regexes: tuple[str, ...]  # BPE pre-tokenizer regexes, applied in turn
+    user_defined: tuple[tuple[str, int], ...]  # (text, id), longest first: llama.cpp's partition order
+    add_space_prefix: bool
+    crossing: tuple[str, ...]  # SPM tokens holding a U+2581 after another character
+
+    @cached_property
+    def _compiled(self):
+        import regex
+
+        ud = regex.compile("|".join(regex.escape(t) for t, _ in self.user_defined)) if self.user_defined else None
+        cross = regex.compile("|".join(regex.escape(t) for t in self.crossing)) if self.crossing else None
+        rxs = [regex.compile(r) for r in (self.regexes or (SPM_CHUNK,))]
+        # what sends a segment down the one-by-one path: line breaks, user-defined or crossing tokens
+        flag = literal_regex(["\r", "\n"] + [t for t, _ in self.user_defined]
+                              + [t.replace(SPM_SPACE, " ") for t in self.crossing])
+        return ud, cross, rxs, regex.compile(SPM_JOINED), flag
+
+    def parts(self, text: str) -> list[str | int]:
+        """The segment as units (str) and user-defined token ids (int), in order."""
+        ud = self._compiled[0]
+        frags: list[str | int] = [text]
+        if ud is not None and ud.search(text):
+            for tok, tid in self.user_defined:
+                nxt: list[str | int] = []
+                for f in frags:
+                    if isinstance(f, str) and tok in f:
+                        pieces = f.split(tok)
+                        for k, p in enumerate(pieces):
+                            if k:
+                                nxt.append(tid)
+                            if p:
+                                nxt.append(p)
+                    else:
+                        nxt.append(f)
+                frags = nxt
+        out: list[str | int] = []
+        prev_special = True
+        for f in frags:
+            if isinstance(f, int):
+                out.append(f)
+                prev_special = True
+                continue
+            out.extend(self.units(f, prev_special))
+            prev_special = False
+        return out
+
+    def units(self, frag: str, prev_special: bool = True) -> list[str]:
+        _, cross, rxs, _, _ = self._compiled
+        if self.spm:
+            if self.add_space_prefix and prev_special:
+                frag = " " + frag
+            frag = frag.replace(" ", SPM_SPACE)
+            if cross is not None and cross.search(frag):
+                return [frag]
+            return rxs[0].findall(frag)
+        pieces = [frag]
+        for rx in rxs:
+            pieces = [q for p in pieces for q in _split_keeping_gaps(rx, p)]
+        return pieces
+
+    def count_batch(self, batch: list[str]) -> collections.Counter:
+        """Units of many segments at once: the plain ones (no newline, no user-defined or crossing
+        token) joined by newlines and cut in one regex pass, the newlines then taken out again.
+        A newline can only end up in a piece of its own or at the edge of a piece that is, without
+        it, the piece of the segment alone; `check_sample` confirms this on the corpus."""
+        _, _, rxs, spm_joined, _ = self._compiled
+        c: collections.Counter = collections.Counter()
+        special = self._special_segments(batch)
+        plain = []
+        for k, seg in enumerate(batch):
+            if k in special:
+                c.update(self.parts(seg))
+            else:
+                plain.append(seg)
+        if not plain:
+            return c
+        if self.spm:
+            joined = ("\n " if self.add_space_prefix else "\n").join(plain)
+            if self.add_space_prefix:
+                joined = " " + joined
+            c.update(spm_joined.findall(joined.replace(" ", SPM_SPACE)))
+            return c
+        pieces = ["\n".join(plain)]
+        for rx in rxs:
+            pieces = [q for p in pieces for q in _split_keeping_gaps(rx, p)]
+        c.update(pieces)
+        for p in [p for p in c if "\n" in p]:
+            n = c.pop(p)
+            q = p.replace("\n", "")
+            if q:
+                c[q] += n
+        return c
+
+    def _special_segments(self, batch: list[str]) -> set[int]:
+        """Indices of the segments that need the one-by-one path, found in one pass over the batch."""
+        flag = self._compiled[4]
+        joined = "\x00".join(batch)
+        if joined.count("\x00") != len(batch) - 1:  # NULs in the text: find the segments one by one
+            return {k for k, seg in enumerate(batch) if flag.search(seg) or "\x00" in seg}
+        starts = np.cumsum([0] + [len(x) + 1 for x in batch[:-1]])
+        pos = [m.start() for m in flag.finditer(joined)]
+        return {i - 1 for i in np.searchsorted(starts, pos, side="right").tolist()}
+
+
+def _split_keeping_gaps(rx, text: str) -> list[str]:
+    """Regex pieces of text plus the text between matches, as llama.cpp's unicode_regex_split keeps it."""
+    found = rx.findall(text)
+    if sum(map(len, found)) == len(text):
+        return found
+    out, at = [], 0
+    for m in rx.finditer(text):
+        if m.start() > at:
+            out.append(text[at:m.start()])
+        out.append(m.group())
+        at = m.end()
+    if at < len(text):
+        out.append(text[at:])
+    return out
+
+
+def splitter_for(vocab: Vocab) -> Splitter | None:
+    """The splitter for this vocabulary, or None if its pre-tokenizer is not known here."""
+    ud = sorted(((vocab.pieces[i].decode("utf-8", "replace"), i)
+                 for i in np.flatnonzero(vocab.types == USER_DEFINED).tolist()),
+                key=lambda x: -len(x[0].encode()))
+    ud = [(t, i) for t, i in ud if t]
+    if vocab.is_bpe:
+        pre = PRE_TOKENIZERS.get(vocab.pre or "")
+        if pre is None:
+            return None
+        return Splitter(False, pre[0], tuple(ud), False, ())
+    crossing = tuple(t for t in (x.decode("utf-8", "replace") for x in vocab.tokens)
+                     if any(t[k] == SPM_SPACE and t[k - 1] != SPM_SPACE for k in range(1, len(t))))
+    return Splitter(True, (), tuple(ud), vocab.add_space_prefix, crossing)
+
+
+def unit_tokenizer(vocab: Vocab):
+    """A `tokenizers` model that tokenizes one unit the way llama.cpp's merge loop does."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    texts = [t.decode("utf-8", "replace") for t in vocab.tokens]
+    ids: dict[str, int] = {}
+    for i, t in enumerate(texts):
+        ids.setdefault(t, i)
+    if vocab.is_bpe:
+        ignore = PRE_TOKENIZERS.get(vocab.pre or "", ((), False))[1]
+        tok = Tokenizer(models.BPE(ids, list(vocab.merge_ranks), ignore_merges=ignore))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        return tok
+    # SPM: llama.cpp merges the adjacent pair whose concatenation is the best-scored token (ties:
+    # leftmost), so every split of a token into two tokens is a merge ranked by that token's score.
+    cached = cache_dir() / f"spm-merges-{tokenizer_key(vocab)[:20]}.npy"
+    try:
+        pairs = np.load(cached, allow_pickle=False)
+    except (OSError, ValueError):
+        pairs = _spm_merges(vocab, texts, ids)
+        _save_array(cached, pairs)
+    merges = [(texts[a], texts[b]) for a, b in pairs.tolist()]
+    return Tokenizer(models.BPE(ids, merges, byte_fallback=True, fuse_unk=False))
+
+
+def _spm_merges(vocab: Vocab, texts: list[str], ids: dict[str, int]) -> np.ndarray:
+    """(left id, right id) of every split of a normal token into two tokens, best result first."""
+    get = ids.get
+    res, left, right = [], [], []
+    for i in np.flatnonzero(vocab.types == NORMAL).tolist():
+        t = texts[i]
+        for k in range(1, len(t)):
+            ia = get(t[:k])
+            if ia is not None:
+                ib = get(t[k:])
+                if ib is not None:
+                    res.append(i)
+                    left.append(ia)
+                    right.append(ib)
+    scores = vocab.scores if vocab.scores is not None else np.zeros(vocab.n, np.float32)
+    res_a = np.asarray(res, dtype=np.int64)
+    left_a, right_a = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+    order = np.lexsort((right_a, left_a, res_a, -scores[res_a].astype(np.float64)))
+    return np.stack([left_a[order], right_a[order]], axis=1).astype(np.int32)
+
+
+def _save_array(path: Path, arr: np.ndarray) -> None:
+    """Atomically cache an array; a cache that cannot be written is skipped, not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def text_tokenizer(vocab: Vocab):
+    """The unit tokenizer with llama.cpp's cutting in front (regex pre-tokenizer for BPE, space
+    escaping for SPM): for many short texts such as word lists, where one Rust call beats the
+    per-segment path. Only for text without user-defined tokens or line breaks."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    tok = unit_tokenizer(vocab)
+    if vocab.is_bpe:
+        regexes = PRE_TOKENIZERS.get(vocab.pre or "", (None,))[0]
+        if regexes is None:
+            return None
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(r), "isolated") for r in regexes]
+            + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        steps = [normalizers.Prepend(" ")] if vocab.add_space_prefix else []
+        tok.normalizer = normalizers.Sequence(steps + [normalizers.Replace(" ", SPM_SPACE)])
+    return tok
+
+
+# -- worker processes --------------------------------------------------------------------------
+def _fast_worker(splitter: Splitter, todo, done) -> None:
+    """Count units of the batches in `todo` until None; report bytes per batch, then the counts."""
+    units: collections.Counter = collections.Counter()
+    try:
+        while (batch := todo.get()) is not None:
+            units.update(splitter.count_batch(batch))
+            done.put(("bytes", sum(map(len, map(str.encode, batch)))))
+        done.put(("units", units))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
+        done.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def _llama_worker(model_path: str, todo, done) -> None:
+    try:
+        from .verify import load_llama
+
+        llm = load_llama(model_path, vocab_only=True)
+        counts = np.zeros(llm.n_vocab(), dtype=np.int64)
+        while (batch := todo.get()) is not None:
+            ids: list[int] = []
+            for seg in batch:
+                ids.extend(llm.tokenize(seg.encode("utf-8"), add_bos=False, special=False))
+            counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(counts))
+            done.put(("bytes", sum(map(len, map(str.encode, batch)))))
+        done.put(("units", counts))
+    except BaseException as e:  # noqa: BLE001
+        done.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def _run_workers(target, arg, segments: Iterable[str], workers: int, bar, sample: list[str],
+                 batch_bytes: int) -> tuple[list, int, int]:
+    """Feed batches to `workers` processes running target(arg, todo, done); their final results,
+    the number of segments and of bytes. Each worker keeps its own totals, so the parent only reads."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    todo, done = ctx.Queue(maxsize=2 * workers), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(arg, todo, done), daemon=True) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    results: list = []
+    nbytes = 0
+    seen = [0]
+
+    def handle(kind: str, val) -> None:
+        nonlocal nbytes
+        if kind == "bytes":
+            nbytes += val
+            bar.update(val)
+        elif kind == "error":
+            raise TrimError(f"counting failed in a worker: {val}")
+        else:
+            results.append(val)
+
+    def drain() -> None:
+        while True:
+            try:
+                handle(*done.get_nowait())
+            except queue.Empty:
+                return
+
+    def check_alive() -> None:
+        if not all(p.is_alive() or p.exitcode == 0 for p in procs):
+            drain()
+            raise TrimError("a counting worker died (out of memory?)")
+
+    try:
+        for batch in _batches(segments, sample, seen, batch_bytes):
+            while True:
+                try:
+                    todo.put(batch, timeout=0.2)
+                    break
+                except queue.Full:  # read progress meanwhile
+                    drain()
+                    check_alive()
+            drain()
+        for _ in procs:
+            todo.put(None)
+        while len(results) < workers:
+            try:
+                handle(*done.get(timeout=0.2))
+            except queue.Empty:
+                check_alive()
+    finally:
+        for p in procs:
+            if p.is_alive() and len(results) < workers:
+                p.terminate()
+            p.join()
+    return results, seen[0], nbytes
+
+
+# -- driver ------------------------------------------------------------------------------------
+@dataclass
+class Counts:
+    counts: np.ndarray  # int64 per token id
+    segments: int
+    bytes: int
+    method: str  # "tokenizers" or "llama.cpp"
+    seconds: float
+    checked_segments: int = 0
+    mismatch: str | None = None  # why the fast path was not trusted
+    cached: bool = False
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds else float("inf")
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("GGUF_TRIM_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gguf-trim"
+
+
+def tokenizer_key(vocab: Vocab) -> str:
+    return hashlib.sha256(f"{vocab.sha256}\0{vocab.add_space_prefix}".encode()).hexdigest()
+
+
+def _batches(segments: Iterable[str], sample: list[str], seen: list[int], batch_bytes: int) -> Iterator[list[str]]:
+    """Batches of about batch_bytes characters, keeping a uniform sample of SAMPLE_SEGMENTS segments
+    on the way (reservoir sampling with geometric skips, Li's algorithm L, so that most segments
+    cost no random draw)."""
+    rng = random.Random(0)
+    k = SAMPLE_SEGMENTS
+    w = math.exp(math.log(rng.random()) / k)
+    nxt = k + int(math.log(rng.random()) / math.log(1 - w))
+    batch: list[str] = []
+    size = n = 0
+    for s in segments:
+        if n < k:
+            sample.append(s)
+        elif n == nxt:
+            sample[rng.randrange(k)] = s
+            w *= math.exp(math.log(rng.random()) / k)
+            nxt += 1 + int(math.log(rng.random()) / math.log(1 - w))
+        n += 1
+        batch.append(s)
+        size += len(s)
+        if size >= batch_bytes:
+            yield batch
+            batch, size = [], 0
+    seen[0] = n
+    if batch:
+        yield batch
+
+
+def count_tokens(vocab: Vocab, model_path: str | Path, segments: Callable[[], Iterable[str]], corpus_key: str,
+                 total_bytes: int | None = None, workers: int | None = None, use_cache: bool = True,
+                 progress: bool = True, force_llama: bool = False) -> Counts:
+    """Token counts of the corpus (see the module docstring). `segments` is called again for a fallback."""
+    key = f"{tokenizer_key(vocab)[:20]}-{corpus_key[:20]}"
+    path = cache_dir() / f"counts-{key}.npz"
+    if use_cache and path.is_file() and not force_llama:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if len(z["counts"]) == vocab.n:
+                    return Counts(z["counts"].astype(np.int64), int(z["segments"]), int(z["bytes"]), str(z["method"]),
+                                  float(z["seconds"]), int(z["checked"]), None, cached=True)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is recounted
+    workers = max(1, workers or os.cpu_count() or 1)
+    splitter = None if force_llama else splitter_for(vocab)
+    res = None
+    why_not = "asked for" if force_llama else None
+    if splitter is None and not force_llama:
+        why_not = f"no fast tokenizer for pre-tokenizer {vocab.pre!r}"
+    if splitter is not None:
+        res, why_not = _count_fast(vocab, model_path, splitter, segments(), total_bytes, workers, progress)
+    if res is None:
+        res = _count_with_llama(vocab, model_path, segments(), total_bytes, workers, progress)
+        res.mismatch = why_not
+    if res.segments == 0:
+        raise TrimError("the corpus holds no text")
+    if use_cache:
+        _save(path, res)
+    return res
+
+
+def _bar(total: int | None, desc: str, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc=desc, disable=not progress,
+                leave=False, dynamic_ncols=True)
+
+
+def _count_fast(vocab: Vocab, model_path, splitter: Splitter, segments: Iterable[str], total_bytes, workers: int,
+                progress: bool) -> tuple[Counts | None, str | None]:
+    import concurrent.futures as cf
+
+    from .verify import load_llama
+
+    t0 = time.perf_counter()
+    sample: list[str] = []
+    # The parent mostly waits on the workers: build the unit tokenizer and load llama.cpp's
+    # vocabulary for the check meanwhile.
+    with cf.ThreadPoolExecutor(2) as ex:
+        tok_f = ex.submit(unit_tokenizer, vocab)
+        llm_f = ex.submit(load_llama, model_path, True)
+        with _bar(total_bytes, "counting tokens", progress) as bar:
+            parts, n_seg, nbytes = _run_workers(_fast_worker, splitter, segments, workers, bar, sample, 1 << 20)
+        tok, llm = tok_f.result(), llm_f.result()
+    units = parts[0]
+    for c in parts[1:]:
+        units.update(c)
+    counts = np.zeros(vocab.n, dtype=np.int64)
+    texts = [u for u in units if isinstance(u, str)]
+    for u, c in units.items():
+        if isinstance(u, int):
+            counts[u] += c
+    if texts:
+        enc = tok.encode_batch_fast(texts, add_special_tokens=False)
+        lens = np.fromiter((len(e.ids) for e in enc), dtype=np.int64, count=len(texts))
+        flat = np.fromiter((i for e in enc for i in e.ids), dtype=np.int64, count=int(lens.sum()))
+        weights = np.repeat(np.fromiter((units[u] for u in texts), dtype=np.int64, count=len(texts)), lens)
+        counts += np.bincount(flat, weights=weights, minlength=vocab.n).astype(np.int64)[: vocab.n]
+    try:
+        mismatch = check_sample(vocab, llm, splitter, tok, sample)
+    finally:
+        llm.close()
+    if mismatch is not None:
+        return None, mismatch
+    return Counts(counts, n_seg, nbytes, "tokenizers", time.perf_counter() - t0, len(sample)), None
+
+
+def fast_tokenize(splitter: Splitter, tok, texts: list[str]) -> list[list[int]]:
+    """Segments through the fast path, one by one: what the counts add up."""
+    parts = [splitter.parts(t) for t in texts]
+    units = sorted({p for ps in parts for p in ps if isinstance(p, str)})
+    ids = dict(zip(units, (e.ids for e in tok.encode_batch_fast(units, add_special_tokens=False))))
+    return [[i for p in ps for i in ((p,) if isinstance(p, int) else ids[p])] for ps in parts]
+
+
+def check_sample(vocab: Vocab, llm, splitter: Splitter, tok, sample: list[str]) -> str | None:
+    """None if the fast path tokenizes every sample segment as llama.cpp (`llm`) does, and cuts the
+    sample, joined in batches, into the same units as one by one; else the first difference."""
+    one_by_one = collections.Counter(p for s in sample for p in splitter.parts(s))
+    if splitter.count_batch(sample) != one_by_one:
+        return "cutting segments joined in a batch differs from cutting them one by one"
+    if llm.n_vocab() != vocab.n:
+        return f"llama.cpp reads {llm.n_vocab()} tokens, not {vocab.n}"
+    for s, b in zip(sample, fast_tokenize(splitter, tok, sample)):
+        if llm.tokenize(s.encode("utf-8"), add_bos=False, special=False) != b:
+            return f"the fast tokenizer differs from llama.cpp on {s[:60]!r}"
+    return None
+
+
+def _count_with_llama(vocab: Vocab, model_path, segments: Iterable[str], total_bytes, workers: int,
+                      progress: bool) -> Counts:
+    t0 = time.perf_counter()
+    with _bar(total_bytes, "counting tokens with llama.cpp", progress) as bar:
+        parts, n_seg, nbytes = _run_workers(_llama_worker, str(model_path), segments, workers, bar, [], 1 << 18)
+    counts = np.zeros(vocab.n, dtype=np.int64)
+    for c in parts:
+        counts[: len(c)] += c[: vocab.n]
+    return Counts(counts, n_seg, nbytes, "llama.cpp", time.perf_counter() - t0)
+
+
+def _save(path: Path, res: Counts) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".counts.", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, counts=res.counts, segments=res.segments, bytes=res.bytes, method=res.method,
+                     seconds=res.seconds, checked=res.checked_segments)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the cache is an optimisation; a read-only home must not stop a trim
