@@ -123,10 +123,13 @@ class Splitter:
         return pieces
 
     def count_batch(self, batch: list[str]) -> collections.Counter:
-        """Units of many segments at once: the plain ones (no newline, no user-defined or crossing
-        token) joined by newlines and cut in one regex pass, the newlines then taken out again.
-        A newline can only end up in a piece of its own or at the edge of a piece that is, without
-        it, the piece of the segment alone; `check_sample` confirms this on the corpus."""
+        """Units of many segments at once: the plain ones joined by newlines and cut in one regex
+        pass, the newlines then taken out again. Plain means no line break, user-defined or
+        crossing token inside and, for BPE, no whitespace at either end. Then a joining newline
+        sits between two non-space characters, where every pre-tokenizer regex above either
+        matches it alone, leaves it as a gap, or (after punctuation) appends it to a piece that
+        without it is the same piece as in the segment alone; nothing continues past it. For SPM
+        the newline simply ends a chunk. `check_sample` re-checks this on the corpus sample."""
         _, _, rxs, spm_joined, _ = self._compiled
         c: collections.Counter = collections.Counter()
         special = self._special_segments(batch)
@@ -147,12 +150,13 @@ class Splitter:
         pieces = ["\n".join(plain)]
         for rx in rxs:
             pieces = [q for p in pieces for q in _split_keeping_gaps(rx, p)]
-        c.update(pieces)
-        for p in [p for p in c if "\n" in p]:
-            n = c.pop(p)
+        joined = collections.Counter(pieces)
+        for p in [p for p in joined if "\n" in p]:
+            n = joined.pop(p)
             q = p.replace("\n", "")
             if q:
-                c[q] += n
+                joined[q] += n
+        c.update(joined)
         return c
 
     def _special_segments(self, batch: list[str]) -> set[int]:
@@ -160,10 +164,14 @@ class Splitter:
         flag = self._compiled[4]
         joined = "\x00".join(batch)
         if joined.count("\x00") != len(batch) - 1:  # NULs in the text: find the segments one by one
-            return {k for k, seg in enumerate(batch) if flag.search(seg) or "\x00" in seg}
+            return {k for k, seg in enumerate(batch) if flag.search(seg) or "\x00" in seg
+                    or (not self.spm and (seg[:1].isspace() or seg[-1:].isspace()))}
         starts = np.cumsum([0] + [len(x) + 1 for x in batch[:-1]])
         pos = [m.start() for m in flag.finditer(joined)]
-        return {i - 1 for i in np.searchsorted(starts, pos, side="right").tolist()}
+        special = {i - 1 for i in np.searchsorted(starts, pos, side="right").tolist()}
+        if not self.spm:  # whitespace at an edge would merge with the joining newline
+            special.update(k for k, seg in enumerate(batch) if seg[:1].isspace() or seg[-1:].isspace())
+        return special
 
 
 def _split_keeping_gaps(rx, text: str) -> list[str]:
