@@ -2,13 +2,16 @@
 PY          ?= python3
 VENV        ?= .venv
 VPY         := $(VENV)/bin/python
+SHARED      ?= ../shared
+TRAIN       := --corpus $(SHARED)/corpus/train/en.txt --corpus $(SHARED)/corpus/train/vi.txt
+HELDOUT     := --text $(SHARED)/corpus/dev/en.txt --text $(SHARED)/corpus/dev/vi.txt
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
 LLAMA_CPP_PYTHON_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 # A native build segfaults in ggml_backend_amx_mul_mat on this project's CPUs: build a portable AVX2 one.
 CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
-.PHONY: setup setup-gpu vendor models models-big test lint demo bench clean
+.PHONY: setup setup-gpu vendor models models-big test lint demo bench frontier clean
 
 setup: $(VENV)/.installed
 
@@ -60,12 +63,26 @@ bench: setup models
 	mkdir -p docs
 	$(VPY) -m gguf_trim.cli trim models/gemma-3-270m-q4_k_m.gguf -o models/gemma-3-270m-q4_k_m.envi.gguf
 	$(VPY) -m gguf_trim.cli trim models/qwen2.5-coder-0.5b-instruct.gguf -o models/qwen2.5-coder-0.5b-instruct.envi.gguf
+	$(VPY) -m gguf_trim.cli trim models/gemma-3-270m-q4_k_m.gguf -o models/gemma-3-270m-q4_k_m.compact.gguf \
+		--profile compact --target-size 131072 $(TRAIN)
+	$(VPY) -m gguf_trim.cli trim models/qwen2.5-coder-0.5b-instruct.gguf \
+		-o models/qwen2.5-coder-0.5b-instruct.compact.gguf --profile compact --target-size 75968 $(TRAIN)
 	$(VPY) -m gguf_trim.cli bench models/gemma-3-270m-q4_k_m.gguf models/gemma-3-270m-q4_k_m.envi.gguf \
+		models/gemma-3-270m-q4_k_m.gguf models/gemma-3-270m-q4_k_m.compact.gguf \
 		models/qwen2.5-coder-0.5b-instruct.gguf models/qwen2.5-coder-0.5b-instruct.envi.gguf \
+		models/qwen2.5-coder-0.5b-instruct.gguf models/qwen2.5-coder-0.5b-instruct.compact.gguf \
 		--runs 5 --json docs/bench.json --md docs/bench.md --png docs/bench.png
 	$(VPY) -m gguf_trim.cli bench-trim models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
 		--synthetic-7b models --vocab models/vocab-qwen2.gguf --runs 5 --json docs/bench-trim.json
 	$(VPY) -m gguf_trim.cli vram --spec all --quant Q4_K_M
+
+# Compact profile frontier: sizes 35-60% chosen from the train corpus; line fidelity on the held-out
+# dev text for all three, bits per byte for the two models with weights; counting speed.
+frontier: setup models
+	mkdir -p docs
+	$(VPY) -m gguf_trim.cli frontier models/vocab-qwen2.gguf models/gemma-3-270m-q4_k_m.gguf \
+		models/qwen2.5-coder-0.5b-instruct.gguf $(TRAIN) $(HELDOUT) --bpb-lines 200 \
+		--json docs/frontier.json --md docs/frontier.md --png docs/frontier.png
 
 clean:
 	rm -rf $(VENV) vendor models/*.gguf models/.wheels .pytest_cache

@@ -310,6 +310,50 @@ def bench(models, runs, n_prompt, n_gen, threads, json_out, md_out, png_out):
         click.echo("matplotlib is not installed: no plot", err=True)
 
 
+@main.command("frontier")
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--targets", default="0.35,0.40,0.45,0.50,0.55,0.60", show_default=True,
+              help="Target sizes: shares of each vocabulary (0.5) or token counts.")
+@click.option("--corpus", "corpus", multiple=True, required=True, help="Text to choose tokens from (repeatable).")
+@click.option("--text", "texts", multiple=True, required=True, type=click.Path(),
+              help="Held-out text, one segment per line (repeatable): fidelity and bits per byte.")
+@click.option("--bpb-lines", default=200, show_default=True, type=click.IntRange(min=0),
+              help="Lines per text scored for bits per byte (models with weights; 0: skip).")
+@click.option("--count-rates/--no-count-rates", default=True, show_default=True,
+              help="Also measure how fast the corpus is counted.")
+@click.option("--json", "json_out", type=click.Path())
+@click.option("--md", "md_out", type=click.Path())
+@click.option("--png", "png_out", type=click.Path())
+@_errors
+def frontier_cmd(models, targets, corpus, texts, bpb_lines, count_rates, json_out, md_out, png_out):
+    """Compact profile at several sizes: held-out line fidelity and bits per byte vs the original."""
+    from .frontier import count_rates as rates
+    from .frontier import frontier, markdown, plot
+
+    rows, speed = [], []
+    for m in models:
+        click.echo(f"{m}: choosing and trimming at {targets} ...", err=True)
+        rows += frontier(m, targets, list(corpus), list(texts), bpb_lines, progress=sys.stderr.isatty())
+        if count_rates:
+            speed += rates(m, list(corpus))
+    table = markdown(rows)
+    click.echo(table)
+    if speed:
+        speed_md = "| model | counted with | MB | seconds | MB/s |\n|---|---|---|---|---|\n" + "".join(
+            f"| {r['model']} | {r['method']} | {r['MB']} | {r['seconds']} | {r['MB_per_s']} |\n" for r in speed)
+        click.echo(speed_md)
+        table += "\n" + speed_md
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as f:
+            json.dump({"rows": rows, "count_rates": speed, "date": time.strftime("%Y-%m-%d")}, f, indent=1,
+                      ensure_ascii=False)
+    if md_out:
+        with open(md_out, "w", encoding="utf-8") as f:
+            f.write(table)
+    if png_out and not plot(rows, png_out):
+        click.echo("matplotlib is not installed: no plot", err=True)
+
+
 @main.command("bench-trim")
 @click.argument("models", nargs=-1, type=click.Path())
 @click.option("--synthetic-7b", "synth_dir", type=click.Path(),

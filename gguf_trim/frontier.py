@@ -1,0 +1,174 @@
+"""The size/fidelity frontier of the compact profile, measured through llama.cpp (`make frontier`).
+
+For each model and target size: the compact plan chosen from a corpus, the trimmed file, the share
+of held-out lines that tokenize exactly as before, and (for a model with weights) bits per byte of
+the trimmed model against the original on those texts. Also how fast the corpus is counted.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import TrimError
+
+
+def parse_targets(spec: str, n_vocab: int) -> list[int]:
+    """"0.4,0.5,76116" -> token counts: a number below 1 is a share of the vocabulary."""
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            x = float(part)
+        except ValueError:
+            raise TrimError(f"--targets: {part!r} is neither a share (0.5) nor a token count (76116)") from None
+        out.append(round(x * n_vocab) if x < 1 else int(x))
+    return sorted({t for t in out if t < n_vocab})
+
+
+def frontier(model: str | Path, targets: str, corpus: list[str], texts: list[str | Path], bpb_lines: int = 200,
+             work_dir: str | Path | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """One row per target size plus the lossless profile (see the module docstring)."""
+    from .api import trim
+    from .compact import gather_evidence, select_compact
+    from .gguf_io import GGUFFile
+    from .plan import write_plan
+    from .select import select_lossless
+    from .verify import _spread, kept_ids_of, line_bits, line_fidelity, load_llama, read_lines
+    from .vocab import Vocab
+
+    model = Path(model)
+    with GGUFFile(model) as g:
+        vocab = Vocab.from_gguf(g)
+        has_weights = bool(g.tensors)
+    t0 = time.perf_counter()
+    ev = gather_evidence(vocab, model, corpus, progress=progress)
+    evidence_s = time.perf_counter() - t0
+    files = {Path(t).stem: read_lines(t) for t in texts}
+    base_bits = {}
+    if has_weights and bpb_lines:
+        base_bits = {k: line_bits(model, _spread(lines, bpb_lines)) for k, lines in files.items()}
+    rows = []
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        for target in [*parse_targets(targets, vocab.n), None]:
+            sel = select_lossless(vocab) if target is None else select_compact(vocab, ev, target=target)
+            plan = Path(tmp) / "plan.jsonl"
+            write_plan(plan, sel, source=model.name)
+            out = Path(tmp) / "trimmed.gguf"
+            t1 = time.perf_counter()
+            res, _ = trim(model, out, plan=plan)
+            row: dict[str, Any] = {
+                "model": model.name, "profile": "lossless" if target is None else "compact", "target": target,
+                "n_vocab": res.n_vocab_trimmed, "n_vocab_original": vocab.n, "share": res.n_vocab_trimmed / vocab.n,
+                "size": res.size_trimmed, "size_original": res.size_original,
+                "trim_seconds": round(time.perf_counter() - t1, 2), "kept_by_reason": sel.summary()}
+            kept = kept_ids_of(out)
+            lo, lt = load_llama(model, vocab_only=True), load_llama(out, vocab_only=True)
+            try:
+                for k, lines in files.items():
+                    f = line_fidelity(lo, lt, kept, lines, worst=0)
+                    row[f"fidelity_{k}"] = f["line_fidelity"]
+                    row[f"lines_{k}"] = f["lines"]
+                    row[f"tokens_{k}"] = [f["tokens_original"], f["tokens_trimmed"]]
+            finally:
+                lo.close()
+                lt.close()
+            for k, bits in base_bits.items():
+                tb = line_bits(out, _spread(files[k], bpb_lines))
+                both = [(x, y) for x, y in zip(bits, tb) if x is not None and y is not None]
+                size = sum(x[1] for x, _ in both)
+                bo, bt = sum(x[0] for x, _ in both) / size, sum(y[0] for _, y in both) / size
+                row[f"bpb_{k}"] = [round(bo, 5), round(bt, 5)]
+                row[f"bpb_change_{k}"] = bt / bo - 1
+            rows.append(row)
+            os.unlink(out)
+    for r in rows:
+        r["evidence_seconds"] = round(evidence_s, 1)
+        r["corpus"] = ev.info
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    keys = sorted({k[len("fidelity_"):] for r in rows for k in r if k.startswith("fidelity_")})
+    bpb = sorted({k[len("bpb_change_"):] for r in rows for k in r if k.startswith("bpb_change_")})
+    head = ["model", "profile", "target", "n_vocab", "share", "size MiB"] + [f"line fidelity {k}" for k in keys] \
+        + [f"bits/byte {k} (orig -> trimmed)" for k in bpb]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"].replace(".gguf", ""), r["profile"], f"{r['target']:,}" if r["target"] else "-",
+                 f"{r['n_vocab']:,}", f"{r['share']:.1%}", f"{r['size'] / (1 << 20):.1f}"]
+        cells += [f"{r[f'fidelity_{k}']:.2%}" if f"fidelity_{k}" in r else "" for k in keys]
+        cells += [f"{r[f'bpb_{k}'][0]:.4f} -> {r[f'bpb_{k}'][1]:.4f} ({r[f'bpb_change_{k}']:+.2%})"
+                  if f"bpb_{k}" in r else "" for k in bpb]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: str | Path) -> bool:
+    """Line fidelity and bits-per-byte change against kept share, one line per model and text."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for m in sorted({r["model"] for r in rows}):
+        rs = sorted((r for r in rows if r["model"] == m), key=lambda r: r["n_vocab"])
+        name = m.replace(".gguf", "")
+        for k in sorted({k[9:] for r in rs for k in r if k.startswith("fidelity_")}):
+            a1.plot([r["share"] * 100 for r in rs], [r[f"fidelity_{k}"] * 100 for r in rs], marker="o",
+                    label=f"{name} {k}")
+        for k in sorted({k[11:] for r in rs for k in r if k.startswith("bpb_change_")}):
+            a2.plot([r["share"] * 100 for r in rs], [r[f"bpb_change_{k}"] * 100 for r in rs], marker="o",
+                    label=f"{name} {k}")
+    a1.set_xlabel("tokens kept (% of the original vocabulary)")
+    a1.set_ylabel("held-out lines tokenized identically (%)")
+    a1.axhline(97, color="#bbb", ls="--", lw=1)
+    a2.set_xlabel("tokens kept (% of the original vocabulary)")
+    a2.set_ylabel("bits per byte, trimmed vs original (%)")
+    a2.axhline(1, color="#bbb", ls="--", lw=1)
+    a2.axhline(0, color="#ddd", lw=1)
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.suptitle("gguf-trim compact profile: size vs fidelity (held-out text)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def count_rates(model: str | Path, corpus: list[str], repeats: tuple[int, ...] = (1, 4),
+                llama_mb: float = 2.0) -> list[dict[str, Any]]:
+    """Counting speed on the corpus repeated r times (fresh, uncached), and llama.cpp's own rate."""
+    from .corpus import open_corpus
+    from .count import count_tokens
+    from .gguf_io import GGUFFile
+    from .vocab import Vocab
+
+    with GGUFFile(model) as g:
+        vocab = Vocab.from_gguf(g)
+    segs = list(open_corpus(corpus).segments())
+    rows = []
+    for r in repeats:
+        res = count_tokens(vocab, model, lambda r=r: (s for _ in range(r) for s in segs), f"bench-{time.time()}",
+                           use_cache=False, progress=False)
+        rows.append({"model": Path(model).name, "method": res.method, "MB": round(res.bytes / 1e6, 1),
+                     "seconds": round(res.seconds, 2), "MB_per_s": round(res.mb_per_s, 1)})
+    budget, head = int(llama_mb * 1e6), []
+    for s in segs[:: max(1, len(segs) // 20000)]:
+        head.append(s)
+        budget -= len(s.encode())
+        if budget <= 0:
+            break
+    res = count_tokens(vocab, model, lambda: iter(head), f"bench-llama-{time.time()}", use_cache=False,
+                       progress=False, force_llama=True)
+    rows.append({"model": Path(model).name, "method": "llama.cpp (reference)", "MB": round(res.bytes / 1e6, 1),
+                 "seconds": round(res.seconds, 2), "MB_per_s": round(res.mb_per_s, 1)})
+    return rows
