@@ -268,7 +268,8 @@ def gather_evidence(vocab: Vocab, model_path: str | Path, corpus: list[str] | No
     if corpus:
         c = open_corpus(corpus, field=field_name, columns=columns)
         res = count_tokens(vocab, model_path, c.segments, c.sha256(), total_bytes=c.total_bytes(),
-                           use_cache=use_cache, progress=progress, workers=workers)
+                           use_cache=use_cache, progress=progress, workers=workers,
+                           blocks=c.txt_blocks if c.plain_text else None)
         counts = res.counts
         info = {"corpus": list(c.sources), "corpus_sha256": c.sha256(), "segments": res.segments,
                 "bytes": res.bytes, "count_method": res.method, "count_seconds": round(res.seconds, 2),

@@ -94,6 +94,20 @@ class Corpus:
             else:
                 yield from _parquet_segments(item, self._field)
 
+    @property
+    def plain_text(self) -> bool:
+        """All inputs are .txt (or .txt.gz): `txt_blocks` can replace `segments`."""
+        return all(isinstance(i, _File) and i.kind == "txt" for i in self._items)
+
+    def txt_blocks(self, size: int = CHUNK) -> Iterator[str]:
+        """The text of .txt inputs in decoded blocks of whole lines (about `size` bytes, never across
+        files), for worker processes to split with `txt_block_segments`: splitting lines is then
+        parallel, and the reader only moves blocks. Same segments as `segments`, same errors."""
+        for item in self._items:
+            if not (isinstance(item, _File) and item.kind == "txt"):
+                raise TrimError(f"{item}: txt_blocks reads .txt inputs only")
+            yield from _txt_blocks(item, size)
+
     def sha256(self) -> str:
         """Identity of the text for caching: raw bytes and reading options of each input, in order, not names."""
         h = hashlib.sha256(HASH_VERSION)
@@ -233,6 +247,64 @@ def _lines(item: _File) -> Iterator[tuple[int, str]]:
             if text.endswith("\n"):
                 text = text[:-2] if text.endswith("\r\n") else text[:-1]
             yield n, text
+
+
+def _txt_blocks(item: _File, size: int) -> Iterator[str]:
+    path = item.path
+    try:
+        raw = open(path, "rb")
+    except OSError as e:
+        raise TrimError(f"{path}: cannot read ({_one_line(e)})") from e
+    line_no = 0  # lines before the current block, for error messages
+    with raw:
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if item.gz else raw
+        rest = b""
+        first = True
+        while True:
+            try:
+                data = stream.read(size)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+                raise TrimError(f"{path}: bad gzip data ({_one_line(e)})") from e
+            except OSError as e:
+                raise TrimError(f"{path}: cannot read ({_one_line(e)})") from e
+            buf = rest + data
+            if data:
+                cut = buf.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = buf
+                    continue
+                buf, rest = buf[:cut], buf[cut:]
+            elif not buf:
+                return
+            else:
+                rest = b""
+            try:
+                text = buf.decode("utf-8")
+            except UnicodeDecodeError as e:
+                n = line_no + buf.count(b"\n", 0, e.start) + 1
+                start = buf.rfind(b"\n", 0, e.start) + 1
+                raise TrimError(f"{path}:{n}: invalid UTF-8 (byte 0x{buf[e.start]:02x} at offset "
+                                f"{e.start - start})") from e
+            if first and text.startswith("\ufeff"):
+                text = text[1:]
+            first = False
+            line_no += buf.count(b"\n")
+            yield text
+            if not data:
+                return
+
+
+def txt_block_segments(block: str) -> list[str]:
+    """The segments of a `txt_blocks` block: its lines without line endings, blank ones skipped."""
+    lines = block.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+        return [x[:-1] if x.endswith("\r") else x for x in lines if x.strip()]
+    last = lines.pop()  # the file's last line, without a newline: its "\r" is text
+    out = [x[:-1] if x.endswith("\r") else x for x in lines if x.strip()]
+    if last.strip():
+        out.append(last)
+    return out
 
 
 def _txt_segments(item: _File) -> Iterator[str]:

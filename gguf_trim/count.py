@@ -285,14 +285,61 @@ def text_tokenizer(vocab: Vocab):
 
 
 # -- worker processes --------------------------------------------------------------------------
+class Reservoir:
+    """A uniform sample of k items from a stream of unknown length (Li's algorithm L: geometric
+    skips, so most items cost no random draw)."""
+
+    def __init__(self, k: int, seed: int = 0) -> None:
+        self.k, self.n, self.items = k, 0, []
+        self.rng = random.Random(seed)
+        self.w = math.exp(math.log(self.rng.random()) / k)
+        self.next = k + int(math.log(self.rng.random()) / math.log(1 - self.w))
+
+    def add(self, xs: list) -> None:
+        start = self.n
+        if len(self.items) < self.k:
+            take = xs[: self.k - len(self.items)]
+            self.items.extend(take)
+        end = start + len(xs)
+        while self.next < end:
+            self.items[self.rng.randrange(self.k)] = xs[self.next - start]
+            self.w *= math.exp(math.log(self.rng.random()) / self.k)
+            self.next += 1 + int(math.log(self.rng.random()) / math.log(1 - self.w))
+        self.n = end
+
+
+def merge_samples(parts: list[tuple[list, int]], k: int, seed: int = 0) -> list:
+    """One sample of about k items from per-worker samples of (items, stream length), each
+    worker's share proportional to how many items it saw."""
+    rng = random.Random(seed)
+    total = sum(n for _, n in parts) or 1
+    out: list = []
+    for items, n in parts:
+        out += rng.sample(items, min(len(items), round(k * n / total)))
+    return out
+
+
+def _segments_of(item: list[str] | str) -> list[str]:
+    """A work item is a list of segments, or a block of a plain-text corpus to split here."""
+    if isinstance(item, str):
+        from .corpus import txt_block_segments
+
+        return txt_block_segments(item)
+    return item
+
+
 def _fast_worker(splitter: Splitter, todo, done) -> None:
-    """Count units of the batches in `todo` until None; report bytes per batch, then the counts."""
+    """Count units of the work items in `todo` until None; report bytes per item, then
+    (unit counts, sample of segments, segments seen)."""
     units: collections.Counter = collections.Counter()
+    sample = Reservoir(SAMPLE_SEGMENTS)
     try:
-        while (batch := todo.get()) is not None:
-            units.update(splitter.count_batch(batch))
-            done.put(("bytes", sum(map(len, map(str.encode, batch)))))
-        done.put(("units", units))
+        while (item := todo.get()) is not None:
+            segs = _segments_of(item)
+            sample.add(segs)
+            units.update(splitter.count_batch(segs))
+            done.put(("bytes", sum(map(len, map(str.encode, segs)))))
+        done.put(("result", (units, sample.items, sample.n)))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
         done.put(("error", f"{type(e).__name__}: {e}"))
 
@@ -303,21 +350,23 @@ def _llama_worker(model_path: str, todo, done) -> None:
 
         llm = load_llama(model_path, vocab_only=True)
         counts = np.zeros(llm.n_vocab(), dtype=np.int64)
-        while (batch := todo.get()) is not None:
+        n = 0
+        while (item := todo.get()) is not None:
+            segs = _segments_of(item)
             ids: list[int] = []
-            for seg in batch:
+            for seg in segs:
                 ids.extend(llm.tokenize(seg.encode("utf-8"), add_bos=False, special=False))
             counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(counts))
-            done.put(("bytes", sum(map(len, map(str.encode, batch)))))
-        done.put(("units", counts))
+            n += len(segs)
+            done.put(("bytes", sum(map(len, map(str.encode, segs)))))
+        done.put(("result", (counts, [], n)))
     except BaseException as e:  # noqa: BLE001
         done.put(("error", f"{type(e).__name__}: {e}"))
 
 
-def _run_workers(target, arg, segments: Iterable[str], workers: int, bar, sample: list[str],
-                 batch_bytes: int) -> tuple[list, int, int]:
-    """Feed batches to `workers` processes running target(arg, todo, done); their final results,
-    the number of segments and of bytes. Each worker keeps its own totals, so the parent only reads."""
+def _run_workers(target, arg, items: Iterable, workers: int, bar) -> tuple[list, int]:
+    """Feed work items to `workers` processes running target(arg, todo, done); their final
+    results and the bytes they counted. Each worker keeps its own totals, so the parent only reads."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
@@ -327,7 +376,6 @@ def _run_workers(target, arg, segments: Iterable[str], workers: int, bar, sample
         p.start()
     results: list = []
     nbytes = 0
-    seen = [0]
 
     def handle(kind: str, val) -> None:
         nonlocal nbytes
@@ -352,10 +400,10 @@ def _run_workers(target, arg, segments: Iterable[str], workers: int, bar, sample
             raise TrimError("a counting worker died (out of memory?)")
 
     try:
-        for batch in _batches(segments, sample, seen, batch_bytes):
+        for item in items:
             while True:
                 try:
-                    todo.put(batch, timeout=0.2)
+                    todo.put(item, timeout=0.2)
                     break
                 except queue.Full:  # read progress meanwhile
                     drain()
@@ -373,7 +421,7 @@ def _run_workers(target, arg, segments: Iterable[str], workers: int, bar, sample
             if p.is_alive() and len(results) < workers:
                 p.terminate()
             p.join()
-    return results, seen[0], nbytes
+    return results, nbytes
 
 
 # -- driver ------------------------------------------------------------------------------------
@@ -404,38 +452,27 @@ def tokenizer_key(vocab: Vocab) -> str:
     return hashlib.sha256(f"{vocab.sha256}\0{vocab.add_space_prefix}".encode()).hexdigest()
 
 
-def _batches(segments: Iterable[str], sample: list[str], seen: list[int], batch_bytes: int) -> Iterator[list[str]]:
-    """Batches of about batch_bytes characters, keeping a uniform sample of SAMPLE_SEGMENTS segments
-    on the way (reservoir sampling with geometric skips, Li's algorithm L, so that most segments
-    cost no random draw)."""
-    rng = random.Random(0)
-    k = SAMPLE_SEGMENTS
-    w = math.exp(math.log(rng.random()) / k)
-    nxt = k + int(math.log(rng.random()) / math.log(1 - w))
+def _batches(segments: Iterable[str], batch_bytes: int = 1 << 20) -> Iterator[list[str]]:
+    """Segments in lists of about batch_bytes characters."""
     batch: list[str] = []
-    size = n = 0
+    size = 0
     for s in segments:
-        if n < k:
-            sample.append(s)
-        elif n == nxt:
-            sample[rng.randrange(k)] = s
-            w *= math.exp(math.log(rng.random()) / k)
-            nxt += 1 + int(math.log(rng.random()) / math.log(1 - w))
-        n += 1
         batch.append(s)
         size += len(s)
         if size >= batch_bytes:
             yield batch
             batch, size = [], 0
-    seen[0] = n
     if batch:
         yield batch
 
 
 def count_tokens(vocab: Vocab, model_path: str | Path, segments: Callable[[], Iterable[str]], corpus_key: str,
                  total_bytes: int | None = None, workers: int | None = None, use_cache: bool = True,
-                 progress: bool = True, force_llama: bool = False) -> Counts:
-    """Token counts of the corpus (see the module docstring). `segments` is called again for a fallback."""
+                 progress: bool = True, force_llama: bool = False,
+                 blocks: Callable[[], Iterable[str]] | None = None) -> Counts:
+    """Token counts of the corpus (see the module docstring). `segments` is called again for a
+    fallback; `blocks`, if given, yields the same text as plain-text blocks that the workers split
+    (corpus.Corpus.txt_blocks), which keeps the parent from walking every line."""
     key = f"{tokenizer_key(vocab)[:20]}-{corpus_key[:20]}"
     path = cache_dir() / f"counts-{key}.npz"
     if use_cache and path.is_file() and not force_llama:
@@ -452,10 +489,11 @@ def count_tokens(vocab: Vocab, model_path: str | Path, segments: Callable[[], It
     why_not = "asked for" if force_llama else None
     if splitter is None and not force_llama:
         why_not = f"no fast tokenizer for pre-tokenizer {vocab.pre!r}"
+    source = blocks or (lambda: _batches(segments()))
     if splitter is not None:
-        res, why_not = _count_fast(vocab, model_path, splitter, segments(), total_bytes, workers, progress)
+        res, why_not = _count_fast(vocab, model_path, splitter, source(), total_bytes, workers, progress)
     if res is None:
-        res = _count_with_llama(vocab, model_path, segments(), total_bytes, workers, progress)
+        res = _count_with_llama(vocab, model_path, source(), total_bytes, workers, progress)
         res.mismatch = why_not
     if res.segments == 0:
         raise TrimError("the corpus holds no text")
@@ -471,25 +509,26 @@ def _bar(total: int | None, desc: str, progress: bool):
                 leave=False, dynamic_ncols=True)
 
 
-def _count_fast(vocab: Vocab, model_path, splitter: Splitter, segments: Iterable[str], total_bytes, workers: int,
+def _count_fast(vocab: Vocab, model_path, splitter: Splitter, items: Iterable, total_bytes, workers: int,
                 progress: bool) -> tuple[Counts | None, str | None]:
     import concurrent.futures as cf
 
     from .verify import load_llama
 
     t0 = time.perf_counter()
-    sample: list[str] = []
     # The parent mostly waits on the workers: build the unit tokenizer and load llama.cpp's
     # vocabulary for the check meanwhile.
     with cf.ThreadPoolExecutor(2) as ex:
         tok_f = ex.submit(unit_tokenizer, vocab)
         llm_f = ex.submit(load_llama, model_path, True)
         with _bar(total_bytes, "counting tokens", progress) as bar:
-            parts, n_seg, nbytes = _run_workers(_fast_worker, splitter, segments, workers, bar, sample, 1 << 20)
+            parts, nbytes = _run_workers(_fast_worker, splitter, items, workers, bar)
         tok, llm = tok_f.result(), llm_f.result()
-    units = parts[0]
-    for c in parts[1:]:
+    units = parts[0][0]
+    for c, _, _ in parts[1:]:
         units.update(c)
+    n_seg = sum(n for _, _, n in parts)
+    sample = merge_samples([(x, n) for _, x, n in parts], SAMPLE_SEGMENTS)
     counts = np.zeros(vocab.n, dtype=np.int64)
     texts = [u for u in units if isinstance(u, str)]
     for u, c in units.items():
@@ -532,14 +571,15 @@ def check_sample(vocab: Vocab, llm, splitter: Splitter, tok, sample: list[str]) 
     return None
 
 
-def _count_with_llama(vocab: Vocab, model_path, segments: Iterable[str], total_bytes, workers: int,
+def _count_with_llama(vocab: Vocab, model_path, items: Iterable, total_bytes, workers: int,
                       progress: bool) -> Counts:
     t0 = time.perf_counter()
     with _bar(total_bytes, "counting tokens with llama.cpp", progress) as bar:
-        parts, n_seg, nbytes = _run_workers(_llama_worker, str(model_path), segments, workers, bar, [], 1 << 18)
+        parts, nbytes = _run_workers(_llama_worker, str(model_path), items, workers, bar)
     counts = np.zeros(vocab.n, dtype=np.int64)
-    for c in parts:
+    for c, _, _ in parts:
         counts[: len(c)] += c[: vocab.n]
+    n_seg = sum(n for _, _, n in parts)
     return Counts(counts, n_seg, nbytes, "llama.cpp", time.perf_counter() - t0)
 
 

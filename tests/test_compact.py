@@ -81,6 +81,24 @@ def test_fast_counts_equal_llama_cpp(name):
         llm.close()
 
 
+def test_plain_text_blocks_count_the_same(tmp_path):
+    """Workers splitting raw .txt blocks count exactly what the segment-by-segment reader gives."""
+    from gguf_trim.corpus import open_corpus
+
+    path = vocab_file("qwen2")
+    vocab = _vocab(path)
+    f = tmp_path / "c.txt"
+    f.write_text("\r\n".join(_sample_lines(800)) + "\n\n   \nlast line without newline\r", encoding="utf-8")
+    c = open_corpus([str(f)])
+    assert c.plain_text
+    a = K.count_tokens(vocab, path, c.segments, "seg", use_cache=False, progress=False)
+    b = K.count_tokens(vocab, path, c.segments, "blk", use_cache=False, progress=False, blocks=c.txt_blocks)
+    assert a.method == b.method == "tokenizers"
+    assert (a.segments, a.bytes) == (b.segments, b.bytes) == (len(list(c.segments())),
+                                                               sum(len(x.encode()) for x in c.segments()))
+    np.testing.assert_array_equal(a.counts, b.counts)
+
+
 def test_wrong_fast_tokenizer_falls_back_to_llama_cpp(monkeypatch):
     """If the equivalent disagrees with llama.cpp on the sample, llama.cpp counts everything."""
     path = vocab_file("qwen2")

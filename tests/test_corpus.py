@@ -381,3 +381,32 @@ def test_hf_without_datasets(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` raise ImportError
     msg = error(f"hf:{tmp_path}")
     assert msg.startswith("hf: corpora need the 'datasets' package (pip install datasets): ")
+
+
+def test_txt_blocks_give_the_same_segments(tmp_path):
+    """Workers split .txt blocks themselves (count.py); any block size gives exactly `segments`."""
+    from gguf_trim.corpus import txt_block_segments
+
+    texts = {"a.txt": "\ufeffhello\r\nworld\n\n  \nlast\r", "b.txt": "x\ny\n", "c.txt": "", "d.txt": "no newline",
+             "e.txt": "\n\n\n", "f.txt": "".join(f"line {i} Việt\t\r\n" if i % 3 else "\n" for i in range(3000))}
+    paths = []
+    for name, text in texts.items():
+        (tmp_path / name).write_bytes(text.encode("utf-8"))
+        paths.append(str(tmp_path / name))
+    with gzip.open(tmp_path / "g.txt.gz", "wb") as f:
+        f.write(texts["f.txt"].encode("utf-8"))
+    paths.append(str(tmp_path / "g.txt.gz"))
+    c = open_corpus(paths)
+    assert c.plain_text
+    want = list(c.segments())
+    for size in (1, 7, 100, 4096, 1 << 20):
+        assert [s for b in c.txt_blocks(size) for s in txt_block_segments(b)] == want
+    (tmp_path / "h.jsonl").write_text('{"text": "x"}\n', encoding="utf-8")
+    assert not open_corpus(paths + [str(tmp_path / "h.jsonl")]).plain_text
+
+
+def test_txt_blocks_report_bad_utf8_with_line(tmp_path):
+    p = tmp_path / "bad.txt"
+    p.write_bytes(b"ok\nfine\nbro\xffken\n")
+    with pytest.raises(TrimError, match=r"bad.txt:3: invalid UTF-8 \(byte 0xff at offset 3\)"):
+        list(open_corpus([str(p)]).txt_blocks())
