@@ -82,7 +82,7 @@ frontier: setup models
 	mkdir -p docs
 	$(VPY) -m gguf_trim.cli frontier models/vocab-qwen2.gguf models/gemma-3-270m-q4_k_m.gguf \
 		models/qwen2.5-coder-0.5b-instruct.gguf $(TRAIN) $(HELDOUT) --bpb-lines 200 \
-		--json docs/frontier.json --md docs/frontier.md --png docs/frontier.png
+		--json docs/frontier.json --md docs/FRONTIER.md --png docs/frontier.png
 
 clean:
 	rm -rf $(VENV) vendor models/*.gguf models/.wheels .pytest_cache

@@ -137,7 +137,8 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> bool:
     a2.axhline(0, color="#ddd", lw=1)
     for a in (a1, a2):
         a.grid(alpha=0.3)
-        a.legend(fontsize=7)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=7)
     fig.suptitle("gguf-trim compact profile: size vs fidelity (held-out text)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

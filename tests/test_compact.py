@@ -308,3 +308,22 @@ def test_hf_dataset_corpus(tmp_path):
     opts = CompactOptions(corpus=[f"hf:{data}:train:body"], target_size=60000)
     sel = make_selection(_vocab(vocab_file("qwen2")), profile="compact", compact=opts)
     assert sel.info["segments"] == 2 and sel.n_kept <= 60000
+
+
+def test_frontier_cli(tmp_path):
+    """`gguf-trim frontier` on a vocab-only file: one compact row per target plus lossless, files written."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Hello world\nXin chào thế giới\n", encoding="utf-8")
+    held = tmp_path / "h.txt"
+    held.write_text("Hello there\nXin chào bạn\nThe window is closed.\n", encoding="utf-8")
+    r = CliRunner().invoke(main, ["frontier", str(vocab_file("qwen2")), "--targets", "0.5,90000", "--corpus",
+                                  str(corpus), "--text", str(held), "--no-count-rates", "--json",
+                                  str(tmp_path / "f.json"), "--md", str(tmp_path / "F.md"), "--png",
+                                  str(tmp_path / "f.png")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "f.json").read_text())["rows"]
+    assert [(x["profile"], x["n_vocab"]) for x in rows] == [("compact", 75968), ("compact", 90000),
+                                                           ("lossless", 104085)]
+    assert rows[-1]["fidelity_h"] == 1.0 and all(0 < x["fidelity_h"] <= 1 for x in rows)
+    assert "| vocab-qwen2 | compact | 75,968 |" in (tmp_path / "F.md").read_text()
+    assert (tmp_path / "f.png").stat().st_size > 1000
