@@ -5,13 +5,15 @@ of gigabytes. llama.cpp cuts text into independent units before any merge happen
 user-defined tokens (which it matches even without parse_special), then (BPE) at the pieces of
 the pre-tokenizer regex named by `tokenizer.ggml.pre`, or (SPM) nowhere, although no merge can
 cross a point where a run of U+2581 follows another character unless a vocab token spans one.
-So the corpus is cut into such units in worker processes (the `regex` module gives the same
-Unicode classes as llama.cpp's regex tables), each distinct unit is tokenized once by a
-`tokenizers` model built from the vocab (BPE from its merges; SPM as a BPE whose merges are
-ranked by the score of their result, which is llama.cpp's bigram order), and the counts of a
-unit are multiplied by how often it occurs. Before the counts are trusted, a sample of the
-corpus is tokenized by both this path and llama.cpp; on any difference the whole corpus is
-counted by llama.cpp instead. Counts are cached by (tokenizer identity, corpus sha256).
+So worker processes (one per core) cut the corpus into such units with the `regex` module and
+count them; each distinct unit is then tokenized once by a `tokenizers` model built from the
+vocab (BPE from its merges; SPM as a BPE whose merges are ranked by the score of their result,
+which is llama.cpp's bigram order), and its tokens are counted as often as the unit occurs.
+The regex module's Unicode tables and llama.cpp's may disagree on rare characters, and the
+`tokenizers` model may break a tie differently: so before the counts are trusted, a uniform
+sample of 2,000 segments is tokenized by this path and by llama.cpp, and on any difference the
+whole corpus is counted by llama.cpp instead (in the same workers). Counts are cached by
+(tokenizer identity, corpus sha256).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import math
 import os
 import queue
 import random
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -54,8 +57,16 @@ for _names, _rx, _ignore in (
         PRE_TOKENIZERS[_n] = (_rx, _ignore)
 
 SPM_CHUNK = "\u2581+[^\u2581]*|[^\u2581]+"  # a run of U+2581 and the word after it
-SPM_JOINED = "\u2581+[^\u2581\n]*|[^\u2581\n]+"  # the same, stopping at the newlines that join segments
 SAMPLE_SEGMENTS = 2000  # segments compared with llama.cpp before the fast counts are trusted
+
+
+@dataclass
+class Tally:
+    """What a worker accumulates: words of plain segments (all, and first of a segment), and the
+    units of the segments cut one by one."""
+    words: collections.Counter = field(default_factory=collections.Counter)
+    firsts: collections.Counter = field(default_factory=collections.Counter)
+    units: collections.Counter = field(default_factory=collections.Counter)
 
 
 @dataclass(frozen=True)
@@ -74,10 +85,12 @@ class Splitter:
         ud = regex.compile("|".join(regex.escape(t) for t, _ in self.user_defined)) if self.user_defined else None
         cross = regex.compile("|".join(regex.escape(t) for t in self.crossing)) if self.crossing else None
         rxs = [regex.compile(r) for r in (self.regexes or (SPM_CHUNK,))]
-        # what sends a segment down the one-by-one path: line breaks, user-defined or crossing tokens
-        flag = literal_regex(["\r", "\n"] + [t for t, _ in self.user_defined]
-                              + [t.replace(SPM_SPACE, " ") for t in self.crossing])
-        return ud, cross, rxs, regex.compile(SPM_JOINED), flag
+        # What sends a segment down the one-by-one path (see count_batch): user-defined or crossing
+        # tokens, two spaces in a row, any whitespace but the plain space (BPE), U+2581 (SPM).
+        lit = literal_regex([t for t, _ in self.user_defined] + [t.replace(SPM_SPACE, " ") for t in self.crossing]
+                            + ["  "] + ([SPM_SPACE, "\n", "\r"] if self.spm else []))
+        flag = re.compile(lit.pattern + ("" if self.spm else r"|[^\S ]"))
+        return ud, cross, rxs, flag
 
     def parts(self, text: str) -> list[str | int]:
         """The segment as units (str) and user-defined token ids (int), in order."""
@@ -109,7 +122,7 @@ class Splitter:
         return out
 
     def units(self, frag: str, prev_special: bool = True) -> list[str]:
-        _, cross, rxs, _, _ = self._compiled
+        _, cross, rxs, _ = self._compiled
         if self.spm:
             if self.add_space_prefix and prev_special:
                 frag = " " + frag
@@ -123,54 +136,79 @@ class Splitter:
         return pieces
 
     def count_batch(self, batch: list[str]) -> collections.Counter:
-        """Units of many segments at once: the plain ones joined by newlines and cut in one regex
-        pass, the newlines then taken out again. Plain means no line break, user-defined or
-        crossing token inside and, for BPE, no whitespace at either end. Then a joining newline
-        sits between two non-space characters, where every pre-tokenizer regex above either
-        matches it alone, leaves it as a gap, or (after punctuation) appends it to a piece that
-        without it is the same piece as in the segment alone; nothing continues past it. For SPM
-        the newline simply ends a chunk. `check_sample` re-checks this on the corpus sample."""
-        _, _, rxs, spm_joined, _ = self._compiled
-        c: collections.Counter = collections.Counter()
+        """Units of many segments with their counts: `parts` of every segment, added up."""
+        acc = Tally()
+        self.add_batch(batch, acc)
+        return self.total(acc)
+
+    def add_batch(self, batch: list[str], acc: Tally) -> None:
+        """Add a batch to the tally, at C speed for most text. A plain segment, whose only
+        whitespace is single spaces and which holds no user-defined or crossing token, is cut at
+        its spaces with str.split: every regex piece (BPE) or chunk (SPM) starts at the start of
+        the segment or at a space that follows a non-space, and never holds a space past its first
+        character, so each coarse unit (" " + word, or the first word) cuts into pieces on its own
+        exactly as in context. Counting them needs no Python per segment: the words of the joined
+        batch, minus the first words of the segments, are the ones after a space (`total`). Other
+        segments are cut one by one (`parts`)."""
         special = self._special_segments(batch)
-        plain = []
-        for k, seg in enumerate(batch):
-            if k in special:
-                c.update(self.parts(seg))
-            else:
-                plain.append(seg)
-        if not plain:
-            return c
+        if special:
+            plain = [seg for k, seg in enumerate(batch) if k not in special]
+            for k in special:
+                acc.units.update(self.parts(batch[k]))
+        else:
+            plain = batch
+        if plain:
+            acc.words.update(" ".join(plain).split(" "))
+            acc.firsts.update([seg.partition(" ")[0] for seg in plain])
+
+    def total(self, acc: Tally) -> collections.Counter:
+        """All units of a tally with their counts; each distinct coarse unit is cut once."""
+        coarse: collections.Counter = collections.Counter()
+        space = SPM_SPACE if self.spm else " "
+        first_prefix = SPM_SPACE if self.spm and self.add_space_prefix else ""
+        firsts = acc.firsts
+        for w, n in acc.words.items():
+            m = n - firsts.get(w, 0)
+            if m:
+                coarse[space + w] = m
+        for w, n in firsts.items():
+            if w or first_prefix:
+                coarse[first_prefix + w] += n
+        out = self.finish(coarse)
+        out.update(acc.units)
+        return out
+
+    def finish(self, coarse: collections.Counter) -> collections.Counter:
+        """Units of the coarse units (each distinct one cut once), with their counts."""
         if self.spm:
-            joined = ("\n " if self.add_space_prefix else "\n").join(plain)
-            if self.add_space_prefix:
-                joined = " " + joined
-            c.update(spm_joined.findall(joined.replace(" ", SPM_SPACE)))
-            return c
-        pieces = ["\n".join(plain)]
-        for rx in rxs:
-            pieces = [q for p in pieces for q in _split_keeping_gaps(rx, p)]
-        joined = collections.Counter(pieces)
-        for p in [p for p in joined if "\n" in p]:
-            n = joined.pop(p)
-            q = p.replace("\n", "")
-            if q:
-                joined[q] += n
-        c.update(joined)
-        return c
+            return coarse  # a coarse unit is one SPM chunk already
+        out: collections.Counter = collections.Counter()
+        rxs = self._compiled[2]
+        for u, n in coarse.items():
+            pieces = [u]
+            for rx in rxs:
+                pieces = [q for p in pieces for q in _split_keeping_gaps(rx, p)]
+            if len(pieces) == 1:
+                out[u] += n
+            else:
+                for p in pieces:
+                    out[p] += n
+        return out
 
     def _special_segments(self, batch: list[str]) -> set[int]:
         """Indices of the segments that need the one-by-one path, found in one pass over the batch."""
-        flag = self._compiled[4]
+        flag = self._compiled[3]
         joined = "\x00".join(batch)
-        if joined.count("\x00") != len(batch) - 1:  # NULs in the text: find the segments one by one
-            return {k for k, seg in enumerate(batch) if flag.search(seg) or "\x00" in seg
-                    or (not self.spm and (seg[:1].isspace() or seg[-1:].isspace()))}
-        starts = np.cumsum([0] + [len(x) + 1 for x in batch[:-1]])
-        pos = [m.start() for m in flag.finditer(joined)]
-        special = {i - 1 for i in np.searchsorted(starts, pos, side="right").tolist()}
-        if not self.spm:  # whitespace at an edge would merge with the joining newline
-            special.update(k for k, seg in enumerate(batch) if seg[:1].isspace() or seg[-1:].isspace())
+        special: set[int]
+        if joined.count("\x00") != len(batch) - 1:  # NULs in the text: look at the segments one by one
+            special = {k for k, seg in enumerate(batch) if flag.search(seg) or "\x00" in seg}
+        else:
+            starts = np.zeros(len(batch), dtype=np.int64)
+            np.cumsum(np.fromiter(map(len, batch[:-1]), dtype=np.int64, count=len(batch) - 1) + 1, out=starts[1:])
+            pos = [m.start() for m in flag.finditer(joined)]
+            special = {i - 1 for i in np.searchsorted(starts, pos, side="right").tolist()}
+        if self.spm and self.add_space_prefix:  # the prefix space would double a leading one
+            special.update(k for k, seg in enumerate(batch) if seg.startswith(" "))
         return special
 
 
@@ -331,15 +369,15 @@ def _segments_of(item: list[str] | str) -> list[str]:
 def _fast_worker(splitter: Splitter, todo, done) -> None:
     """Count units of the work items in `todo` until None; report bytes per item, then
     (unit counts, sample of segments, segments seen)."""
-    units: collections.Counter = collections.Counter()
+    acc = Tally()
     sample = Reservoir(SAMPLE_SEGMENTS)
     try:
         while (item := todo.get()) is not None:
             segs = _segments_of(item)
             sample.add(segs)
-            units.update(splitter.count_batch(segs))
+            splitter.add_batch(segs, acc)
             done.put(("bytes", sum(map(len, map(str.encode, segs)))))
-        done.put(("result", (units, sample.items, sample.n)))
+        done.put(("result", (splitter.total(acc), sample.items, sample.n)))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
         done.put(("error", f"{type(e).__name__}: {e}"))
 

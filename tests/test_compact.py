@@ -299,8 +299,12 @@ def test_cli_compact_plan_and_errors(tmp_path):
     assert "unknown profile" in err("--profile", "tiny")
 
 
-def test_hf_dataset_corpus(tmp_path):
+def test_hf_dataset_corpus(tmp_path, monkeypatch):
     """hf:NAME[:split][:field] through the datasets library, on a local folder (there is no hub here)."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     data = tmp_path / "ds"
     data.mkdir()
     (data / "train.jsonl").write_text("\n".join(json.dumps({"body": s}) for s in ["Xin chào", "Hello there"]),

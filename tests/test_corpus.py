@@ -316,7 +316,8 @@ def test_import_is_light():
 def hf(tmp_path, monkeypatch):
     """`datasets` with its cache in tmp_path, offline."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a dependency: missing is a failure, not a skip
+
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     return datasets
 
