@@ -108,7 +108,7 @@ def markdown(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> str:
     mib = 1 << 20
     lines = ["| model | file MiB | vocab MiB | decode MiB/token | load s | peak RSS MiB | pp tok/s | tg tok/s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
+    for r in _unique(rows):
         lines.append(f"| {Path(r['model']).name} | {r['file_size'] / mib:.1f} | {r['vocab_bytes'] / mib:.1f} | "
                      f"{r['decode_bytes_per_token'] / mib:.1f} | {r['load_s']:.2f} | {r['peak_rss'] / mib:.0f} | "
                      f"{r['pp_tok_s']:.1f} | {r['tg_tok_s']:.1f} |")
@@ -120,8 +120,15 @@ def markdown(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _unique(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows once per model (an original compared with two trims appears twice in the pairs)."""
+    seen: set[str] = set()
+    return [r for r in rows if not (r["model"] in seen or seen.add(r["model"]))]
+
+
 def plot(rows: list[dict[str, Any]], path: str | Path) -> bool:
     """Bar chart of decode and prompt tok/s; skipped (False) when matplotlib is not installed."""
+    rows = _unique(rows)
     try:
         import matplotlib
 
