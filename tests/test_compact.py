@@ -269,6 +269,18 @@ def test_gemma_compact_bits_never_worse_on_identical_lines(tmp_path):
     finally:
         llm.close()
     assert identical >= 20
+    # the CLI reports the same comparison
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(lines[:6]) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(main, ["verify", str(GEMMA), str(out), "--text", str(text), "--bpb", "--bpb-lines", "6",
+                                  "--json", str(tmp_path / "v.json")])
+    assert r.exit_code == 0, r.output
+    assert "bits per byte over 6 lines:" in r.output
+    rep = json.loads((tmp_path / "v.json").read_text())["files"][0]
+    want_o = sum(x[0] for x in a[:6]) / sum(x[1] for x in a[:6])
+    assert rep["bpb_lines"] == 6 and abs(rep["bpb_original"] - want_o) < 1e-9
+    r = CliRunner().invoke(main, ["verify", str(GEMMA), str(out), "--bpb"])
+    assert r.exit_code == 2 and "--bpb needs --text" in r.output
 
 
 def test_cli_compact_plan_and_errors(tmp_path):
