@@ -22,6 +22,7 @@ so the kept set stays closed: a token becomes droppable once everything built fr
 from __future__ import annotations
 
 import heapq
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def _tokenize_forms(vocab: Vocab, model_path: str | Path, forms: list[str]) -> l
 
 
 def word_evidence(vocab: Vocab, model_path: str | Path, langs: tuple[str, ...],
-                  use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                  use_cache: bool = True, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(word-frequency mass of the kept languages' common words per token, number of other
     Latin-script languages' common word forms per token); cached per tokenizer and languages."""
     from importlib.metadata import version
@@ -135,6 +136,9 @@ def word_evidence(vocab: Vocab, model_path: str | Path, langs: tuple[str, ...],
                 return arr[0], arr[1]
         except (OSError, ValueError):
             pass
+    if progress:
+        print("gguf-trim: tokenizing the common words of 27 languages (once per tokenizer, then cached) ...",
+              file=sys.stderr, flush=True)
     mine = word_forms(langs)
     theirs = [f for f in word_forms(others, capitals=False) if f not in mine]
     texts = list(mine) + theirs
@@ -278,7 +282,7 @@ def gather_evidence(vocab: Vocab, model_path: str | Path, corpus: list[str] | No
         if res.mismatch:
             info["fast_path_refused"] = res.mismatch
     if words:
-        mass, foreign = word_evidence(vocab, model_path, check_langs(langs), use_cache)
+        mass, foreign = word_evidence(vocab, model_path, check_langs(langs), use_cache, progress)
     else:
         mass, foreign = np.zeros(vocab.n), None
     info["word_lists"] = "wordfreq " + ",".join(check_langs(langs)) if words else None
