@@ -340,7 +340,9 @@ def frontier_cmd(models, targets, corpus, texts, bpb_lines, count_rates, json_ou
     table = markdown(rows)
     click.echo(table)
     if speed:
-        speed_md = "| model | counted with | MB | seconds | MB/s |\n|---|---|---|---|---|\n" + "".join(
+        speed_md = ("Counting speed (fresh, uncached; the corpus repeated 1, 4 and 10 times in one text file; the "
+                    "last row per model is llama.cpp itself on a slice):\n\n"
+                    "| model | counted with | MB | seconds | MB/s |\n|---|---|---|---|---|\n") + "".join(
             f"| {r['model']} | {r['method']} | {r['MB']} | {r['seconds']} | {r['MB_per_s']} |\n" for r in speed)
         click.echo(speed_md)
         table += "\n" + speed_md
