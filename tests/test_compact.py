@@ -309,6 +309,8 @@ def test_cli_compact_plan_and_errors(tmp_path):
     assert "below the" in err("--profile", "compact", "--target-size", "100")
     assert "missing.txt" in err("--profile", "compact", "--corpus", str(tmp_path / "missing.txt"))
     assert "unknown profile" in err("--profile", "tiny")
+    (tmp_path / "empty.txt").write_text("\n  \n", encoding="utf-8")
+    assert "holds no text" in err("--profile", "compact", "--corpus", str(tmp_path / "empty.txt"))
 
 
 def test_hf_dataset_corpus(tmp_path, monkeypatch):
