@@ -42,16 +42,19 @@ def make_selection(vocab: Vocab, langs: str = "en,vi", profile: str = "lossless"
                    keep: str | Path | None = None, drop: str | Path | None = None,
                    compact: CompactOptions | None = None) -> Selection:
     """Choose the tokens to keep: from a plan file, or by the profile plus keep/drop lists."""
+    compact_given = compact is not None and bool(compact.corpus or compact.target_size or compact.min_count)
     if plan is not None:
         if keep or drop:
             raise TrimError("--plan already lists the kept tokens; edit the plan instead of adding --keep/--drop")
+        if compact_given:
+            raise TrimError("--corpus, --target-size and --min-count belong to --profile compact, not to --plan")
         return read_plan(plan, vocab)
     if profile not in PROFILES:
         raise TrimError(f"unknown profile {profile!r} (available: {', '.join(PROFILES)})")
     keep_ids = read_token_list(keep, vocab) if keep else None
     drop_ids = read_token_list(drop, vocab) if drop else None
     if profile == "lossless":
-        if compact is not None and (compact.corpus or compact.target_size or compact.min_count):
+        if compact_given:
             raise TrimError("--corpus, --target-size and --min-count belong to --profile compact")
         return select_lossless(vocab, langs, keep_ids, drop_ids)
     from .compact import gather_evidence, select_compact

@@ -85,13 +85,10 @@ def _compact_options(fn):
     return fn
 
 
-def _compact(profile, target_size, min_count, corpus, field, columns, words, cache, workers):
+def _compact(target_size, min_count, corpus, field, columns, words, cache, workers):
+    """The compact options as given; make_selection refuses them with another profile."""
     from .api import CompactOptions
 
-    if profile != "compact":
-        if corpus or target_size or min_count:
-            raise TrimError("--corpus, --target-size and --min-count belong to --profile compact")
-        return None
     return CompactOptions(list(corpus), field, list(columns) or None, target_size, min_count, words, cache,
                           progress=sys.stderr.isatty(), workers=workers)
 
@@ -134,7 +131,7 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, as
     from .api import trim as do_trim
 
     t0 = time.perf_counter()
-    compact = _compact(profile, target_size, min_count, corpus, field, columns, words, cache, workers)
+    compact = _compact(target_size, min_count, corpus, field, columns, words, cache, workers)
     res, sel = do_trim(model, output, langs=langs, profile=profile, plan=plan_in, keep=keep, drop=drop,
                        plan_out=plan_out, check=check, compact=compact)
     secs = time.perf_counter() - t0
@@ -181,7 +178,7 @@ def plan(model, plan_out, langs, profile, keep, drop, target_size, min_count, co
     from .plan import write_plan
     from .vocab import Vocab
 
-    compact = _compact(profile, target_size, min_count, corpus, field, columns, words, cache, workers)
+    compact = _compact(target_size, min_count, corpus, field, columns, words, cache, workers)
     with GGUFFile(model) as g:
         vocab = Vocab.from_gguf(g)
         sel = make_selection(vocab, langs, profile, None, keep, drop, compact)

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TrimError
+from .rewrite import PAD_MODULUS  # the rewrite keeps n_vocab congruent to the original modulo this
 from .select import Selection, select_lossless
 from .vocab import SPECIAL_TYPES, Vocab
 
-PAD_MODULUS = 16  # rewrite.add_padding keeps n_vocab congruent to the original modulo this
 WORD_MIN_FREQ = 1e-6  # Zipf 3: the usual cut-off for a "common" word
 SIGNALS = ("corpus", "words", "prior")
 PROTECTED = ("special", "special-id", "byte", "keep-list")
@@ -124,7 +124,7 @@ def word_evidence(vocab: Vocab, model_path: str | Path, langs: tuple[str, ...],
     Latin-script languages' common word forms per token); cached per tokenizer and languages."""
     from importlib.metadata import version
 
-    from .count import _save_array, cache_dir, tokenizer_key
+    from .count import cache_dir, save_cache, tokenizer_key
 
     others = tuple(x for x in LATIN_LANGS if x not in langs)
     path = cache_dir() / (f"words-{tokenizer_key(vocab)[:20]}-{'.'.join(langs)}-"
@@ -151,7 +151,8 @@ def word_evidence(vocab: Vocab, model_path: str | Path, langs: tuple[str, ...],
     mass = np.bincount(flat[:cut], weights=w, minlength=vocab.n)[: vocab.n]
     foreign = np.bincount(flat[cut:], minlength=vocab.n)[: vocab.n].astype(np.float64)
     if use_cache:
-        _save_array(path, np.stack([mass, foreign]))
+        arr = np.stack([mass, foreign])
+        save_cache(path, lambda f: np.save(f, arr))
     return mass, foreign
 
 
@@ -271,11 +272,12 @@ def gather_evidence(vocab: Vocab, model_path: str | Path, corpus: list[str] | No
     counts = np.zeros(vocab.n, dtype=np.int64)
     if corpus:
         c = open_corpus(corpus, field=field_name, columns=columns)
-        res = count_tokens(vocab, model_path, c.segments, c.sha256(), total_bytes=c.total_bytes(),
+        corpus_sha = c.sha256()  # reads every input once: not twice
+        res = count_tokens(vocab, model_path, c.segments, corpus_sha, total_bytes=c.total_bytes(),
                            use_cache=use_cache, progress=progress, workers=workers,
                            blocks=c.txt_blocks if c.plain_text else None)
         counts = res.counts
-        info = {"corpus": list(c.sources), "corpus_sha256": c.sha256(), "segments": res.segments,
+        info = {"corpus": list(c.sources), "corpus_sha256": corpus_sha, "segments": res.segments,
                 "bytes": res.bytes, "count_method": res.method, "count_seconds": round(res.seconds, 2),
                 "count_mb_per_s": round(res.mb_per_s, 1), "count_cached": res.cached,
                 "checked_segments": res.checked_segments}

@@ -264,7 +264,7 @@ def unit_tokenizer(vocab: Vocab):
         pairs = np.load(cached, allow_pickle=False)
     except (OSError, ValueError):
         pairs = _spm_merges(vocab, texts, ids)
-        _save_array(cached, pairs)
+        save_cache(cached, lambda f: np.save(f, pairs))
     merges = [(texts[a], texts[b]) for a, b in pairs.tolist()]
     return Tokenizer(models.BPE(ids, merges, byte_fallback=True, fuse_unk=False))
 
@@ -290,16 +290,22 @@ def _spm_merges(vocab: Vocab, texts: list[str], ids: dict[str, int]) -> np.ndarr
     return np.stack([left_a[order], right_a[order]], axis=1).astype(np.int32)
 
 
-def _save_array(path: Path, arr: np.ndarray) -> None:
-    """Atomically cache an array; a cache that cannot be written is skipped, not an error."""
+def save_cache(path: Path, write: Callable) -> None:
+    """Write a cache file atomically with write(binary file); a cache that cannot be written is
+    skipped, not an error (a read-only home must not stop a trim)."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
         with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
+            write(f)
         os.replace(tmp, path)
+        tmp = None
     except OSError:
         pass
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def text_tokenizer(vocab: Vocab):
@@ -622,12 +628,5 @@ def _count_with_llama(vocab: Vocab, model_path, items: Iterable, total_bytes, wo
 
 
 def _save(path: Path, res: Counts) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".counts.", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, counts=res.counts, segments=res.segments, bytes=res.bytes, method=res.method,
-                     seconds=res.seconds, checked=res.checked_segments)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # the cache is an optimisation; a read-only home must not stop a trim
+    save_cache(path, lambda f: np.savez(f, counts=res.counts, segments=res.segments, bytes=res.bytes,
+                                        method=res.method, seconds=res.seconds, checked=res.checked_segments))

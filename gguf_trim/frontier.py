@@ -39,7 +39,7 @@ def frontier(model: str | Path, targets: str, corpus: list[str], texts: list[str
     from .gguf_io import GGUFFile
     from .plan import write_plan
     from .select import select_lossless
-    from .verify import _spread, kept_ids_of, line_bits, line_fidelity, load_llama, read_lines
+    from .verify import _spread, bpb_summary, kept_ids_of, line_bits, line_fidelity, load_llama, read_lines
     from .vocab import Vocab
 
     model = Path(model)
@@ -79,12 +79,9 @@ def frontier(model: str | Path, targets: str, corpus: list[str], texts: list[str
                 lo.close()
                 lt.close()
             for k, bits in base_bits.items():
-                tb = line_bits(out, _spread(files[k], bpb_lines))
-                both = [(x, y) for x, y in zip(bits, tb) if x is not None and y is not None]
-                size = sum(x[1] for x, _ in both)
-                bo, bt = sum(x[0] for x, _ in both) / size, sum(y[0] for _, y in both) / size
-                row[f"bpb_{k}"] = [round(bo, 5), round(bt, 5)]
-                row[f"bpb_change_{k}"] = bt / bo - 1
+                b = bpb_summary(bits, line_bits(out, _spread(files[k], bpb_lines)))
+                row[f"bpb_{k}"] = [round(b["bpb_original"], 5), round(b["bpb_trimmed"], 5)]
+                row[f"bpb_change_{k}"] = b["bpb_change"]
             rows.append(row)
             os.unlink(out)
     for r in rows:

@@ -171,7 +171,11 @@ def bits_per_byte(model: str | Path, lines: list[str], n_ctx: int = 512) -> floa
 
 def compare_bpb(original: str | Path, trimmed: str | Path, lines: list[str], n_ctx: int = 512) -> dict[str, Any]:
     """Bits per byte of both models on the same lines (those that fit in both)."""
-    a, b = line_bits(original, lines, n_ctx), line_bits(trimmed, lines, n_ctx)
+    return bpb_summary(line_bits(original, lines, n_ctx), line_bits(trimmed, lines, n_ctx))
+
+
+def bpb_summary(a: list, b: list) -> dict[str, Any]:
+    """Bits per byte of two `line_bits` results over the lines both scored."""
     both = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
     size = sum(x[1] for x, _ in both)
     bo = sum(x[0] for x, _ in both) / size if size else float("nan")
