@@ -72,13 +72,15 @@ def make_selection(vocab: Vocab, langs: str = "en,vi", profile: str = "lossless"
 def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: str = "lossless",
          plan: str | Path | None = None, keep: str | Path | None = None, drop: str | Path | None = None,
          plan_out: str | Path | None = None, check: bool = True,
-         overlap: bool | None = None, compact: CompactOptions | None = None) -> tuple[TrimResult, Selection]:
+         overlap: bool | None = None, compact: CompactOptions | None = None,
+         hash_source: bool = False) -> tuple[TrimResult, Selection]:
     """Trim `model` to the chosen tokens and write `output` (and optionally the plan).
-    `overlap`: copy the unchanged tensors while choosing tokens (default: for files over 1 GiB)."""
+    `overlap`: copy the unchanged tensors while choosing tokens (default: for files over 1 GiB).
+    `hash_source`: record the source file's sha256 (one more full read, on its own core)."""
     out, _ = check_output(output, model)  # before parsing the model, for a fast refusal
     with GGUFFile(model) as g:
         vocab = Vocab.from_gguf(g)
-        writer = TrimWriter(g, out, vocab.n, check)
+        writer = TrimWriter(g, out, vocab.n, check, hash_source)
         if overlap is None:
             overlap = writer.fixed_bytes >= OVERLAP_MIN_BYTES
         try:

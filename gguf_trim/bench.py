@@ -164,12 +164,12 @@ def _timed(cmd: list[str]) -> tuple[float, int]:
     return secs, usage.ru_maxrss * 1024
 
 
-def bench_trim(model: str | Path, runs: int = 3, check: bool = True) -> dict[str, Any]:
-    """`gguf-trim trim` against `cp` of the same file, interleaved, in the model's folder."""
+def bench_trim(model: str | Path, runs: int = 3, check: bool = True, flags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`gguf-trim trim [flags]` against `cp` of the same file, interleaved, in the model's folder."""
     model = Path(model)
     with tempfile.TemporaryDirectory(dir=model.parent, prefix=".bench-") as d:
         cp_t, trim_t, trim_rss = [], [], []
-        trim_cmd = [sys.executable, "-m", "gguf_trim.cli", "trim", str(model), "-o", f"{d}/t.gguf"]
+        trim_cmd = [sys.executable, "-m", "gguf_trim.cli", "trim", str(model), "-o", f"{d}/t.gguf", *flags]
         if not check:
             trim_cmd.append("--no-check")
         _timed(["cp", str(model), f"{d}/warm.gguf"])  # warm the page cache for both
@@ -186,11 +186,11 @@ def bench_trim(model: str | Path, runs: int = 3, check: bool = True) -> dict[str
     cp_s, trim_s = statistics.median(cp_t), statistics.median(trim_t)
     return {"model": str(model), "size": model.stat().st_size, "trimmed_size": out_size, "cp_s": cp_s,
             "trim_s": trim_s, "trim_vs_cp": trim_s / cp_s, "trim_peak_rss": max(trim_rss), "runs": runs,
-            "load_check": check}
+            "load_check": check, "flags": list(flags), "cp_all_s": cp_t, "trim_all_s": trim_t}
 
 
 def make_7b_like(path: str | Path, vocab_gguf: str | Path, seed: int = 0) -> Path:
-    """A Qwen2.5-7B-shaped GGUF (qwen2 vocab, Q4_K_M-like types, ~4.4 GB) of valid random blocks,
+    """A Qwen2.5-7B-shaped GGUF (qwen2 vocab, Q4_K_M-like types, ~4.9 GB) of valid random blocks,
     written by streaming a few quantized rows over and over: never held in memory."""
     from gguf.constants import GGMLQuantizationType as Q
     from gguf.constants import GGUFValueType as V

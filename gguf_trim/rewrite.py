@@ -108,13 +108,13 @@ def is_trimmed(g: GGUFFile) -> bool:
     return isinstance(g.get(PROVENANCE_PREFIX + "kept_ids"), np.ndarray)
 
 
-def _provenance(g: GGUFFile, sel: Selection, source_sha: str, pad: list[int]) -> list[bytes]:
+def _provenance(g: GGUFFile, sel: Selection, source_sha: str | None, pad: list[int]) -> list[bytes]:
     """gguf_trim.* keys: where the file came from and how each new id maps back to the source
-    (kept_ids[new_id]; padding tokens, appended last, repeat the rows named in padding_rows)."""
+    (kept_ids[new_id]; padding tokens, appended last, repeat the rows named in padding_rows).
+    The source's sha256 is recorded only when it was computed (`source_sha`)."""
     kept = sel.kept_ids.astype(np.int64)
     pad_rows = np.asarray(pad, dtype=np.int64)
-    src_name = g.path.name
-    src_n = sel.vocab.n
+    src_name, src_size, src_n = g.path.name, g.size, sel.vocab.n
     if is_trimmed(g):
         # trimming a trimmed file: map every id to the first source. Its ids past kept_ids are its
         # own padding tokens; kept again they stay padding, after the real tokens.
@@ -127,15 +127,20 @@ def _provenance(g: GGUFFile, sel: Selection, source_sha: str, pad: list[int]) ->
         kept, pad_rows = first[real], np.concatenate([first[old_pad], first[pad_rows]])
         try:
             src_name = g.fields[PROVENANCE_PREFIX + "source_file"].text()
-            source_sha = g.fields[PROVENANCE_PREFIX + "source_sha256"].text()
             src_n = int(g.get(PROVENANCE_PREFIX + "source_n_vocab"))
         except (KeyError, TypeError):
-            raise TrimError(f"{g.path}: incomplete gguf_trim provenance (source file, sha256, n_vocab)") from None
+            raise TrimError(f"{g.path}: incomplete gguf_trim provenance (source file, n_vocab)") from None
+        sha_field = g.fields.get(PROVENANCE_PREFIX + "source_sha256")
+        source_sha = sha_field.text() if sha_field is not None else None
+        size = g.get(PROVENANCE_PREFIX + "source_size")
+        src_size = int(size) if size is not None else None
     S, U, A = GGUFValueType.STRING, GGUFValueType.UINT32, GGUFValueType.ARRAY
     return [
         encode_field(PROVENANCE_PREFIX + "version", S, __version__),
         encode_field(PROVENANCE_PREFIX + "source_file", S, src_name),
-        encode_field(PROVENANCE_PREFIX + "source_sha256", S, source_sha),
+        *([encode_field(PROVENANCE_PREFIX + "source_size", GGUFValueType.UINT64, src_size)]
+          if src_size is not None else []),
+        *([encode_field(PROVENANCE_PREFIX + "source_sha256", S, source_sha)] if source_sha else []),
         encode_field(PROVENANCE_PREFIX + "source_n_vocab", U, src_n),
         encode_field(PROVENANCE_PREFIX + "source_vocab_sha256", S, sel.vocab.sha256),
         encode_field(PROVENANCE_PREFIX + "langs", S, ",".join(sel.langs)),
@@ -145,7 +150,7 @@ def _provenance(g: GGUFFile, sel: Selection, source_sha: str, pad: list[int]) ->
     ] + ([encode_field(PROVENANCE_PREFIX + "padding_rows", A, pad_rows, U)] if len(pad_rows) else [])
 
 
-def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str, pad: list[int]) -> tuple[list[bytes], int]:
+def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str | None, pad: list[int]) -> tuple[list[bytes], int]:
     vocab, keep = sel.vocab, sel.keep
     kept = sel.kept_ids
     new_id = np.full(vocab.n, -1, dtype=np.int64)
@@ -215,17 +220,20 @@ class TrimWriter:
 
     Layout: the header, then every tensor whose bytes stay the same, in the source order, then
     the vocab tensors (llama.cpp finds tensors by name, so their order is free). So the unchanged
-    tensors' offsets depend only on the header size, and their kernel-side copy and the source's
-    sha256 run in threads. Started before the selection is known (`start()`), the header is
-    reserved to a bound (the trimmed metadata is never larger than the source's plus the
-    provenance) and filled exactly with a `gguf_trim.header_padding` key: for multi-GB files the
-    copy then overlaps choosing the tokens, at the cost of a few MB of padding. Started with the
-    selection (`start(sel)`), the reserve is exact.
+    tensors' offsets depend only on the header size, and their kernel-side copy and (when asked
+    for) the source's sha256 run in threads. Started before the selection is known (`start()`),
+    the header is reserved to a bound (the trimmed metadata is never larger than the source's
+    plus the provenance) and filled exactly with a `gguf_trim.header_padding` key: for multi-GB
+    files the copy then overlaps choosing the tokens, at the cost of a few MB of padding. Started
+    with the selection (`start(sel)`), the reserve is exact.
     """
 
-    def __init__(self, src: GGUFFile, out: str | Path, n_vocab: int, check: bool = True):
+    def __init__(self, src: GGUFFile, out: str | Path, n_vocab: int, check: bool = True,
+                 hash_source: bool = False):
         out, folder = check_output(out, src.path)
         self.src, self.out, self.folder, self.n_vocab, self.check = src, out, folder, n_vocab, check
+        # a trimmed source already records its first source's hash (if it was computed)
+        self.hash_source = hash_source and not is_trimmed(src)
         self.sliced = vocab_tensors(src, n_vocab)
         names = {t.name for t in self.sliced}
         self.fixed = [t for t in src.tensors if t.name not in names]
@@ -247,6 +255,11 @@ class TrimWriter:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
+    def _sha_slot(self) -> str | None:
+        """What the metadata is made with: a same-length placeholder for the hash still being computed."""
+        return SHA_PLACEHOLDER if self.hash_source else None
+
+    @property
     def fixed_bytes(self) -> int:
         return sum(t.nbytes for t in self.fixed)
 
@@ -256,7 +269,7 @@ class TrimWriter:
             base = pad_to(self.src.data_offset + 4 * self.n_vocab + HEADER_SLACK, self.src.alignment)
         else:
             self._prepare(sel)
-            self._kv = _new_metadata(self.src, sel, SHA_PLACEHOLDER, self._pad)
+            self._kv = _new_metadata(self.src, sel, self._sha_slot, self._pad)
             base = pad_to(len(self._header(self._kv[0], self._infos(), reserve=False)), self.src.alignment)
         self.data_start = self._page_congruent(base)
         try:
@@ -265,7 +278,7 @@ class TrimWriter:
             raise TrimError(f"cannot write in output folder {self.folder}: {e.strerror}") from None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
         self._copier = self._pool.submit(self._copy_fixed)
-        if not is_trimmed(self.src):  # a trimmed source already records its first source's hash
+        if self.hash_source:
             self._hasher = self._pool.submit(self.src.sha256, self._stop)
         return self
 
@@ -365,17 +378,19 @@ class TrimWriter:
         rows, pad = self._rows, self._pad
         infos = self._infos()
         if self._kv is None:
-            self._kv = _new_metadata(src, sel, SHA_PLACEHOLDER, pad)
+            self._kv = _new_metadata(src, sel, self._sha_slot, pad)
         checker = self._start_load_check(self._kv[0]) if self.check else None
         for t, (_, _, _, off) in zip(self.sliced, infos[len(self.fixed):]):
             self._write_sliced(t, rows, self.data_start + off)
         end = self.data_start + self._end
         self._copier.result()
-        sha = self._hasher.result() if self._hasher is not None else ""
-        # the metadata was made before the hash was known: only the placeholder changes
-        kv = [x.replace(SHA_PLACEHOLDER.encode(), sha.encode()) for x in self._kv[0]]
-        if sum(map(len, kv)) != sum(map(len, self._kv[0])):
-            raise TrimError("internal error: the source sha256 was not computed")
+        kv = self._kv[0]
+        if self._hasher is not None:
+            sha = self._hasher.result()
+            # the metadata was made before the hash was known: only the placeholder changes
+            kv = [x.replace(SHA_PLACEHOLDER.encode(), sha.encode()) for x in kv]
+            if sum(map(len, kv)) != sum(map(len, self._kv[0])):
+                raise TrimError("internal error: the source sha256 was not computed")
         n_merges = self._kv[1]
         os.pwrite(self._fd, self._header(kv, infos), 0)
         os.ftruncate(self._fd, end)
@@ -435,9 +450,10 @@ class TrimWriter:
         self.tmp = self._twin = None
 
 
-def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True) -> TrimResult:
+def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True,
+              hash_source: bool = False) -> TrimResult:
     """Write `src` restricted to the selection's tokens to `out`, atomically."""
-    w = TrimWriter(src, out, sel.vocab.n, check)
+    w = TrimWriter(src, out, sel.vocab.n, check, hash_source)
     try:
         w.start(sel)
         return w.finish(sel)

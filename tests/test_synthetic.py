@@ -129,3 +129,34 @@ def test_trimming_a_trimmed_file_maps_back_to_the_first_source(tmp_path):
         assert [toks[i] for i in kept] == h.get("tokenizer.ggml.tokens")[: len(kept)]
         assert "▁hello".encode() not in h.get("tokenizer.ggml.tokens")
     assert logits_diff(src, tmp_path / "twice.gguf", kept, TEXT)["logits_max_abs_diff"] == 0.0
+
+
+def test_source_sha256_only_when_asked_and_carried_through_a_second_trim(tmp_path):
+    import hashlib
+
+    from click.testing import CliRunner
+
+    from gguf_trim.cli import main
+
+    src = build_model(tmp_path / "m.gguf", vocab_file("llama-bpe"), Q.Q8_0, None)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    for overlap in (False, True):  # the hash thread runs beside the copy either way
+        trim(src, tmp_path / f"h{overlap}.gguf", overlap=overlap, hash_source=True)
+        with GGUFFile(tmp_path / f"h{overlap}.gguf") as h:
+            assert h.fields["gguf_trim.source_sha256"].text() == sha
+            assert h.get("gguf_trim.source_size") == src.stat().st_size
+    r = CliRunner().invoke(main, ["trim", str(src), "-o", str(tmp_path / "plain.gguf")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["trim", str(src), "-o", str(tmp_path / "cli.gguf"), "--source-sha256"])
+    assert r.exit_code == 0, r.output
+    with GGUFFile(tmp_path / "plain.gguf") as p, GGUFFile(tmp_path / "cli.gguf") as c:
+        assert "gguf_trim.source_sha256" not in p.fields
+        assert c.fields["gguf_trim.source_sha256"].text() == sha
+    # a second trim keeps describing the first source, hashed or not
+    for first, want in (("cli.gguf", sha), ("plain.gguf", None)):
+        trim(tmp_path / first, tmp_path / "again.gguf", hash_source=True)
+        with GGUFFile(tmp_path / "again.gguf") as a:
+            got = a.fields.get("gguf_trim.source_sha256")
+            assert (got.text() if got is not None else None) == want
+            assert a.fields["gguf_trim.source_file"].text() == src.name
+            assert a.get("gguf_trim.source_size") == src.stat().st_size
