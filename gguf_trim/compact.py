@@ -124,7 +124,7 @@ def word_evidence(vocab: Vocab, model_path: str | Path, langs: tuple[str, ...],
     Latin-script languages' common word forms per token); cached per tokenizer and languages."""
     from importlib.metadata import version
 
-    from .count import cache_dir, save_cache, tokenizer_key
+    from .count import cache_dir, id_counts, save_cache, tokenizer_key
 
     others = tuple(x for x in LATIN_LANGS if x not in langs)
     path = cache_dir() / (f"words-{tokenizer_key(vocab)[:20]}-{'.'.join(langs)}-"
@@ -143,13 +143,9 @@ def word_evidence(vocab: Vocab, model_path: str | Path, langs: tuple[str, ...],
     theirs = [f for f in word_forms(others, capitals=False) if f not in mine]
     texts = list(mine) + theirs
     ids = _tokenize_forms(vocab, model_path, texts)
-    lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter((i for x in ids for i in x), dtype=np.int64, count=int(lens.sum()))
     n_mine = len(mine)
-    cut = int(lens[:n_mine].sum())
-    w = np.repeat(np.fromiter(mine.values(), dtype=np.float64, count=n_mine), lens[:n_mine])
-    mass = np.bincount(flat[:cut], weights=w, minlength=vocab.n)[: vocab.n]
-    foreign = np.bincount(flat[cut:], minlength=vocab.n)[: vocab.n].astype(np.float64)
+    mass = id_counts(ids[:n_mine], vocab.n, np.fromiter(mine.values(), dtype=np.float64, count=n_mine))
+    foreign = id_counts(ids[n_mine:], vocab.n)
     if use_cache:
         arr = np.stack([mass, foreign])
         save_cache(path, lambda f: np.save(f, arr))

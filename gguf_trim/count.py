@@ -130,8 +130,12 @@ class Splitter:
             if cross is not None and cross.search(frag):
                 return [frag]
             return rxs[0].findall(frag)
-        pieces = [frag]
-        for rx in rxs:
+        return self._regex_pieces(frag)
+
+    def _regex_pieces(self, text: str) -> list[str]:
+        """BPE: the text cut by each pre-tokenizer regex in turn."""
+        pieces = [text]
+        for rx in self._compiled[2]:
             pieces = [q for p in pieces for q in _split_keeping_gaps(rx, p)]
         return pieces
 
@@ -183,11 +187,8 @@ class Splitter:
         if self.spm:
             return coarse  # a coarse unit is one SPM chunk already
         out: collections.Counter = collections.Counter()
-        rxs = self._compiled[2]
         for u, n in coarse.items():
-            pieces = [u]
-            for rx in rxs:
-                pieces = [q for p in pieces for q in _split_keeping_gaps(rx, p)]
+            pieces = self._regex_pieces(u)
             if len(pieces) == 1:
                 out[u] += n
             else:
@@ -580,10 +581,8 @@ def _count_fast(vocab: Vocab, model_path, splitter: Splitter, items: Iterable, t
             counts[u] += c
     if texts:
         enc = tok.encode_batch_fast(texts, add_special_tokens=False)
-        lens = np.fromiter((len(e.ids) for e in enc), dtype=np.int64, count=len(texts))
-        flat = np.fromiter((i for e in enc for i in e.ids), dtype=np.int64, count=int(lens.sum()))
-        weights = np.repeat(np.fromiter((units[u] for u in texts), dtype=np.int64, count=len(texts)), lens)
-        counts += np.bincount(flat, weights=weights, minlength=vocab.n).astype(np.int64)[: vocab.n]
+        weights = np.fromiter((units[u] for u in texts), dtype=np.int64, count=len(texts))
+        counts += id_counts([e.ids for e in enc], vocab.n, weights).astype(np.int64)
     try:
         mismatch = check_sample(vocab, llm, splitter, tok, sample)
     finally:
@@ -591,6 +590,14 @@ def _count_fast(vocab: Vocab, model_path, splitter: Splitter, items: Iterable, t
     if mismatch is not None:
         return None, mismatch
     return Counts(counts, n_seg, nbytes, "tokenizers", time.perf_counter() - t0, len(sample)), None
+
+
+def id_counts(id_lists: list[list[int]], n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """How often each of n ids occurs in the lists, each list counted weights[k] times (float64)."""
+    lens = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+    flat = np.fromiter((i for x in id_lists for i in x), dtype=np.int64, count=int(lens.sum()))
+    w = None if weights is None else np.repeat(weights, lens)
+    return np.bincount(flat, weights=w, minlength=n)[:n].astype(np.float64)
 
 
 def fast_tokenize(splitter: Splitter, tok, texts: list[str]) -> list[list[int]]:

@@ -58,12 +58,7 @@ def forms(word: str) -> list[str]:
     """The spellings real text needs: after a space (mid-sentence), capitalised after a space and
     at the start of a line (sentence start)."""
     cap = word[:1].upper() + word[1:]
-    out = [" " + word, " " + cap, cap]
-    seen: list[str] = []
-    for f in out:
-        if f not in seen:
-            seen.append(f)
-    return seen
+    return list(dict.fromkeys([" " + word, " " + cap, cap]))  # in order, without repeats
 
 
 def choose_forms(words: list[str], top: int, corpus_text: str | None, vocab: Vocab) -> tuple[list[str], dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def frontier(model: str | Path, targets: str, corpus: list[str], texts: list[str
     from .gguf_io import GGUFFile
     from .plan import write_plan
     from .select import select_lossless
-    from .verify import _spread, bpb_summary, kept_ids_of, line_bits, line_fidelity, load_llama, read_lines
+    from .verify import _spread, bpb_summary, kept_ids_of, line_bits_per_file, line_fidelity, load_llama, read_lines
     from .vocab import Vocab
 
     model = Path(model)
@@ -50,11 +51,10 @@ def frontier(model: str | Path, targets: str, corpus: list[str], texts: list[str
     ev = gather_evidence(vocab, model, corpus, progress=progress)
     evidence_s = time.perf_counter() - t0
     files = {Path(t).stem: read_lines(t) for t in texts}
-    base_bits = {}
-    if has_weights and bpb_lines:
-        base_bits = {k: line_bits(model, _spread(lines, bpb_lines)) for k, lines in files.items()}
+    samples = [_spread(lines, bpb_lines) for lines in files.values()] if has_weights and bpb_lines else []
+    base_bits = line_bits_per_file(model, samples) if samples else []
     rows = []
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+    with closing(load_llama(model, vocab_only=True)) as lo, tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         for target in [*parse_targets(targets, vocab.n), None]:
             sel = select_lossless(vocab) if target is None else select_compact(vocab, ev, target=target)
             plan = Path(tmp) / "plan.jsonl"
@@ -68,7 +68,7 @@ def frontier(model: str | Path, targets: str, corpus: list[str], texts: list[str
                 "size": res.size_trimmed, "size_original": res.size_original,
                 "trim_seconds": round(time.perf_counter() - t1, 2), "kept_by_reason": sel.summary()}
             kept = kept_ids_of(out)
-            lo, lt = load_llama(model, vocab_only=True), load_llama(out, vocab_only=True)
+            lt = load_llama(out, vocab_only=True)
             try:
                 for k, lines in files.items():
                     f = line_fidelity(lo, lt, kept, lines, worst=0)
@@ -76,12 +76,12 @@ def frontier(model: str | Path, targets: str, corpus: list[str], texts: list[str
                     row[f"lines_{k}"] = f["lines"]
                     row[f"tokens_{k}"] = [f["tokens_original"], f["tokens_trimmed"]]
             finally:
-                lo.close()
                 lt.close()
-            for k, bits in base_bits.items():
-                b = bpb_summary(bits, line_bits(out, _spread(files[k], bpb_lines)))
-                row[f"bpb_{k}"] = [round(b["bpb_original"], 5), round(b["bpb_trimmed"], 5)]
-                row[f"bpb_change_{k}"] = b["bpb_change"]
+            if base_bits:
+                for k, a, b in zip(files, base_bits, line_bits_per_file(out, samples)):
+                    s = bpb_summary(a, b)
+                    row[f"bpb_{k}"] = [round(s["bpb_original"], 5), round(s["bpb_trimmed"], 5)]
+                    row[f"bpb_change_{k}"] = s["bpb_change"]
             rows.append(row)
             os.unlink(out)
     for r in rows:
@@ -154,6 +154,11 @@ def count_rates(model: str | Path, corpus: list[str], repeats: tuple[int, ...] =
     with GGUFFile(model) as g:
         vocab = Vocab.from_gguf(g)
     segs = list(open_corpus(corpus).segments())
+
+    def rate(method: str, nbytes: int, wall: float) -> dict[str, Any]:
+        return {"model": Path(model).name, "method": method, "MB": round(nbytes / 1e6, 1), "seconds": round(wall, 2),
+                "MB_per_s": round(nbytes / 1e6 / wall, 1)}
+
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in repeats:
@@ -165,9 +170,7 @@ def count_rates(model: str | Path, corpus: list[str], repeats: tuple[int, ...] =
             t0 = time.perf_counter()
             res = count_tokens(vocab, model, c.segments, f"bench-{time.time()}", use_cache=False, progress=False,
                                blocks=c.txt_blocks)
-            wall = time.perf_counter() - t0
-            rows.append({"model": Path(model).name, "method": res.method, "MB": round(res.bytes / 1e6, 1),
-                         "seconds": round(wall, 2), "MB_per_s": round(res.bytes / 1e6 / wall, 1)})
+            rows.append(rate(res.method, res.bytes, time.perf_counter() - t0))
             os.unlink(path)
     budget, head = int(llama_mb * 1e6), []
     for s in segs[:: max(1, len(segs) // 20000)]:
@@ -178,7 +181,5 @@ def count_rates(model: str | Path, corpus: list[str], repeats: tuple[int, ...] =
     t0 = time.perf_counter()
     res = count_tokens(vocab, model, lambda: iter(head), f"bench-llama-{time.time()}", use_cache=False,
                        progress=False, force_llama=True)
-    wall = time.perf_counter() - t0
-    rows.append({"model": Path(model).name, "method": "llama.cpp (reference)", "MB": round(res.bytes / 1e6, 1),
-                 "seconds": round(wall, 2), "MB_per_s": round(res.bytes / 1e6 / wall, 1)})
+    rows.append(rate("llama.cpp (reference)", res.bytes, time.perf_counter() - t0))
     return rows

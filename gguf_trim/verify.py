@@ -8,6 +8,7 @@ kept ids (on CPU exactly: every output row is the same dot product over the same
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Iterable
@@ -169,9 +170,10 @@ def bits_per_byte(model: str | Path, lines: list[str], n_ctx: int = 512) -> floa
     return sum(bits for bits, _ in scored) / size if size else float("nan")
 
 
-def compare_bpb(original: str | Path, trimmed: str | Path, lines: list[str], n_ctx: int = 512) -> dict[str, Any]:
-    """Bits per byte of both models on the same lines (those that fit in both)."""
-    return bpb_summary(line_bits(original, lines, n_ctx), line_bits(trimmed, lines, n_ctx))
+def line_bits_per_file(model: str | Path, files: list[list[str]], n_ctx: int = 512) -> list[list]:
+    """`line_bits` of several files' lines, the model loaded once."""
+    flat = iter(line_bits(model, [x for lines in files for x in lines], n_ctx))
+    return [list(itertools.islice(flat, len(lines))) for lines in files]
 
 
 def bpb_summary(a: list, b: list) -> dict[str, Any]:
@@ -211,8 +213,10 @@ def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = 
         orig.close()
         trim.close()
     if bpb_lines:
-        for f, lines in zip(report["files"], per_file):
-            f.update(compare_bpb(original, trimmed, _spread(lines, bpb_lines)))
+        samples = [_spread(lines, bpb_lines) for lines in per_file]
+        for f, a, b in zip(report["files"], line_bits_per_file(original, samples),
+                           line_bits_per_file(trimmed, samples)):
+            f.update(bpb_summary(a, b))
     report["logits_max_abs_diff"] = None
     if logits:
         sample = _spread(all_lines, logits) if all_lines else ["Hello world.", "Xin chào thế giới."][:logits]
