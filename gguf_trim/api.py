@@ -11,10 +11,10 @@ import numpy as np
 
 from .charset import script_label
 from .errors import TrimError
-from .gguf_io import GGUFFile
 from .plan import read_plan, write_plan
-from .rewrite import TrimResult, TrimWriter, check_output, vocab_tensors
+from .rewrite import ModelWriter, TrimResult, check_output, vocab_tensors
 from .select import Selection, read_token_list, select_lossless
+from .shards import open_model
 from .vocab import TYPE_NAMES, Vocab
 
 PROFILES = ("lossless", "compact")
@@ -73,24 +73,28 @@ def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: s
          plan: str | Path | None = None, keep: str | Path | None = None, drop: str | Path | None = None,
          plan_out: str | Path | None = None, check: bool = True,
          overlap: bool | None = None, compact: CompactOptions | None = None,
-         hash_source: bool = False) -> tuple[TrimResult, Selection]:
-    """Trim `model` to the chosen tokens and write `output` (and optionally the plan).
+         hash_source: bool = False, layout: str = "same",
+         split_max_size: int | None = None) -> tuple[TrimResult, Selection]:
+    """Trim `model` (a file, or a split model given by any shard) to the chosen tokens and write
+    `output` (and optionally the plan).
     `overlap`: copy the unchanged tensors while choosing tokens (default: for files over 1 GiB).
-    `hash_source`: record the source file's sha256 (one more full read, on its own core)."""
-    out, _ = check_output(output, model)  # before parsing the model, for a fast refusal
-    with GGUFFile(model) as g:
+    `hash_source`: record the source file's sha256 (one more full read, on its own core).
+    `layout`: `same` (a split model stays split the same way), `merge` (one file) or `max-size`
+    (shards of at most `split_max_size` bytes of tensor data, as llama.cpp's gguf-split)."""
+    check_output(output, model)  # before parsing the model, for a fast refusal
+    if split_max_size is not None and layout == "same":
+        layout = "max-size"
+    with open_model(model) as g:
         vocab = Vocab.from_gguf(g)
-        writer = TrimWriter(g, out, vocab.n, check, hash_source)
+        writer = ModelWriter(g, output, vocab.n, check, hash_source, layout, split_max_size)
         if overlap is None:
             overlap = writer.fixed_bytes >= OVERLAP_MIN_BYTES
         try:
-            if overlap:  # big file: copy the unchanged tensors while the tokens are chosen
+            if overlap and layout != "max-size":  # big file: copy the unchanged tensors meanwhile
                 writer.start()
             sel = make_selection(vocab, langs, profile, plan, keep, drop, compact)
             if plan_out is not None:
                 write_plan(plan_out, sel, source=g.path.name)
-            if not overlap:
-                writer.start(sel)
             result = writer.finish(sel)
         finally:
             writer.abort()
@@ -99,7 +103,7 @@ def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: s
 
 def inspect(model: str | Path) -> dict[str, Any]:
     """What the file holds: architecture, tokenizer, vocab tensors and their share, scripts."""
-    with GGUFFile(model) as g:
+    with open_model(model) as g:
         vocab = Vocab.from_gguf(g)
         vt = vocab_tensors(g, vocab.n)
         tensor_bytes = sum(t.nbytes for t in g.tensors)
@@ -110,6 +114,8 @@ def inspect(model: str | Path) -> dict[str, Any]:
             scripts[TYPE_NAMES.get(ty, str(ty)) if ty not in (0, 1) else script_label(pc)] += 1
         return {
             "path": str(g.path), "file_size": g.size, "gguf_version": g.version, "arch": g.arch,
+            "shards": [{"path": str(s.path), "size": s.size, "tensors": len(s.tensors)} for s in g.shards]
+            if g.is_split else None,
             "name": g.fields["general.name"].text() if "general.name" in g.fields else None,
             "tokenizer": vocab.model, "pre": vocab.pre, "n_vocab": vocab.n,
             "n_merges": len(vocab.merges or ()), "vocab_sha256": vocab.sha256,
@@ -126,7 +132,7 @@ def inspect(model: str | Path) -> dict[str, Any]:
 
 def diff_vocabs(a: str | Path, b: str | Path, show: int = 20) -> dict[str, Any]:
     """Are two vocabularies identical, and where do they differ?"""
-    with GGUFFile(a) as ga, GGUFFile(b) as gb:
+    with open_model(a) as ga, open_model(b) as gb:
         va, vb = Vocab.from_gguf(ga), Vocab.from_gguf(gb)
     n = min(va.n, vb.n)
     diff_ids = [i for i in range(n) if va.tokens[i] != vb.tokens[i]]

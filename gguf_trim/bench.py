@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .gguf_io import GGUFFile, OutTensor, encode_field, write_gguf
+from .gguf_io import OutTensor, encode_field, write_gguf
 from .rewrite import vocab_tensors
+from .shards import model_size, open_model
 
 PROMPT_SEED = ("The quick brown fox jumps over the lazy dog. Xin chào, tôi là học sinh ở Hà Nội. "
                "Please save your work before closing the window. Cảm ơn bạn rất nhiều. ")
@@ -54,7 +55,7 @@ def _worker(model: str, n_prompt: int, n_gen: int, threads: int) -> dict[str, An
 
 def decode_bytes_per_token(path: str | Path) -> int:
     """Bytes one decode step reads: every weight once, except the embedding (one row per token)."""
-    with GGUFFile(path) as g:
+    with open_model(path) as g:
         n_vocab = len(g.get("tokenizer.ggml.tokens"))
         has_output = g.tensor("output.weight") is not None
         total = 0
@@ -69,7 +70,7 @@ def decode_bytes_per_token(path: str | Path) -> int:
 
 
 def vocab_bytes(path: str | Path) -> int:
-    with GGUFFile(path) as g:
+    with open_model(path) as g:
         return sum(t.nbytes for t in vocab_tensors(g, len(g.get("tokenizer.ggml.tokens"))))
 
 
@@ -86,7 +87,7 @@ def bench_models(models: list[str], runs: int = 5, n_prompt: int = 512, n_gen: i
     rows = []
     for m in models:
         s = samples[m]
-        rows.append({"model": m, "file_size": Path(m).stat().st_size, "vocab_bytes": vocab_bytes(m),
+        rows.append({"model": m, "file_size": model_size(m), "vocab_bytes": vocab_bytes(m),
                      "decode_bytes_per_token": decode_bytes_per_token(m), "runs": len(s),
                      **{k: statistics.median(x[k] for x in s) for k in ("load_s", "pp_tok_s", "tg_tok_s", "peak_rss")}})
     return rows
@@ -201,7 +202,7 @@ def make_7b_like(path: str | Path, vocab_gguf: str | Path, seed: int = 0) -> Pat
     rng = np.random.default_rng(seed)
     kv: list[bytes] = [encode_field("general.architecture", V.STRING, "qwen2"),
                        encode_field("general.name", V.STRING, "synthetic qwen2.5-7b-shaped")]
-    with GGUFFile(vocab_gguf) as g:
+    with open_model(vocab_gguf) as g:
         for name, f in g.fields.items():
             if name.startswith("tokenizer."):
                 kv.append(f.raw)

@@ -53,6 +53,17 @@ def _errors(fn):
     return run
 
 
+def parse_size(text: str) -> int:
+    """A size as llama.cpp's gguf-split takes it: N followed by M or G (decimal: 1M = 10^6 bytes);
+    K and a plain byte count are accepted too."""
+    t = text.strip().upper().removesuffix("B")
+    scale = {"K": 10**3, "M": 10**6, "G": 10**9}.get(t[-1:], 1)
+    digits = t[:-1] if scale != 1 else t
+    if not digits.isdigit() or int(digits) <= 0:
+        raise TrimError(f"--split-max-size {text!r}: give a positive size such as 500M or 4G")
+    return int(digits) * scale
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gguf-trim")
 def main() -> None:
@@ -125,20 +136,32 @@ def _selection_note(sel) -> str | None:
 @click.option("--source-sha256", "hash_source", is_flag=True,
               help="Record the source file's sha256 in the output (reads the whole source once more: "
                    "about 0.75 s per GiB on one core).")
+@click.option("--merge", is_flag=True, help="Write one file, also from a split model.")
+@click.option("--split-max-size", "split_max_size", metavar="SIZE",
+              help="Write shards of at most SIZE of tensor data (e.g. 500M, 4G: decimal units, as llama.cpp's "
+                   "gguf-split).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_compact_options
 @_errors
-def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, hash_source, as_json, target_size,
-         min_count, corpus, field, columns, words, cache, workers):
-    """Write MODEL with only the tokens English/Vietnamese text can use."""
+def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, hash_source, merge, split_max_size,
+         as_json, target_size, min_count, corpus, field, columns, words, cache, workers):
+    """Write MODEL with only the tokens English/Vietnamese text can use.
+
+    MODEL may be a split model (NAME-00001-of-00003.gguf...), given by any of its shards: the
+    output is split the same way unless --merge or --split-max-size says otherwise."""
     from .api import trim as do_trim
 
+    if merge and split_max_size:
+        raise TrimError("give --merge or --split-max-size, not both")
+    max_size = parse_size(split_max_size) if split_max_size else None
     t0 = time.perf_counter()
     compact = _compact(target_size, min_count, corpus, field, columns, words, cache, workers)
     res, sel = do_trim(model, output, langs=langs, profile=profile, plan=plan_in, keep=keep, drop=drop,
-                       plan_out=plan_out, check=check, compact=compact, hash_source=hash_source)
+                       plan_out=plan_out, check=check, compact=compact, hash_source=hash_source,
+                       layout="merge" if merge else "max-size" if max_size else "same", split_max_size=max_size)
     secs = time.perf_counter() - t0
-    info = {"output": str(res.output), "n_vocab_original": res.n_vocab_original,
+    info = {"output": str(res.output), "outputs": [str(p) for p in res.outputs],
+            "n_vocab_original": res.n_vocab_original,
             "n_vocab_trimmed": res.n_vocab_trimmed, "size_original": res.size_original,
             "size_trimmed": res.size_trimmed, "sliced_tensors": res.sliced_tensors,
             "merges": [res.merges_original, res.merges_trimmed], "kept_by_reason": sel.summary(),
@@ -151,6 +174,9 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, ha
     click.echo(f"{res.output}: {res.n_vocab_trimmed:,} of {res.n_vocab_original:,} tokens "
                f"({res.n_vocab_trimmed / res.n_vocab_original:.1%}), "
                f"{_human(res.size_trimmed)} from {_human(res.size_original)} in {secs:.1f} s")
+    if len(res.outputs) > 1:
+        click.echo(f"  {len(res.outputs)} shards: {res.outputs[0].name} ... {res.outputs[-1].name} "
+                   "(load it from the first)")
     click.echo("  kept: " + ", ".join(f"{k} {v:,}" for k, v in sel.summary().items())
                + (f"; {res.n_padding} padding tokens keep the logits kernel-exact" if res.n_padding else ""))
     if sel.closure_added:
@@ -177,12 +203,12 @@ def plan(model, plan_out, langs, profile, keep, drop, target_size, min_count, co
          workers):
     """Write the plan only (works on vocab-only GGUFs); apply it with `trim --plan`."""
     from .api import make_selection
-    from .gguf_io import GGUFFile
     from .plan import write_plan
+    from .shards import open_model
     from .vocab import Vocab
 
     compact = _compact(target_size, min_count, corpus, field, columns, words, cache, workers)
-    with GGUFFile(model) as g:
+    with open_model(model) as g:
         vocab = Vocab.from_gguf(g)
         sel = make_selection(vocab, langs, profile, None, keep, drop, compact)
         write_plan(plan_out, sel, source=g.path.name)
@@ -240,6 +266,9 @@ def inspect(model, as_json):
         click.echo(json.dumps(r, ensure_ascii=False, indent=1))
         return
     click.echo(f"{r['path']}: {r['arch']} ({r['name']}), {_human(r['file_size'])}, GGUF v{r['gguf_version']}")
+    if r["shards"]:
+        click.echo(f"split model, {len(r['shards'])} shards: " + ", ".join(
+            f"{Path(x['path']).name} ({_human(x['size'])}, {x['tensors']} tensors)" for x in r["shards"]))
     click.echo(f"tokenizer: {r['tokenizer']} pre={r['pre']} n_vocab={r['n_vocab']:,} merges={r['n_merges']:,}")
     click.echo("token types: " + ", ".join(f"{k} {v:,}" for k, v in r["token_types"].items()))
     for t in r["vocab_tensors"]:

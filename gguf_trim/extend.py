@@ -22,6 +22,7 @@ from gguf.quants import dequantize, quantize
 from .errors import TrimError
 from .gguf_io import GGUFFile, OutTensor, encode_field, write_gguf
 from .rewrite import PROVENANCE_PREFIX, check_output, load_check, vocab_tensors
+from .shards import SPLIT_KEYS, open_model
 from .synth import K_QUANTS, ggml_quantize
 from .vocab import USER_DEFINED, Vocab
 
@@ -133,7 +134,8 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
             text = Path(corpus).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise TrimError(f"{corpus}: cannot read ({e})") from None
-    with GGUFFile(model) as g:
+    with open_model(model) as g:
+        check_output(output, g.paths)  # also none of the other shards
         vocab = Vocab.from_gguf(g)
         new, skipped = choose_forms(words, top, text, vocab)
         if not new:
@@ -161,6 +163,8 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
             extra[t.name] = _encode_rows(np.stack(rows), t.ggml_type)
         kv = []
         for name, f in g.fields.items():
+            if name in SPLIT_KEYS:
+                continue  # a split model is written as one file
             if name == "tokenizer.ggml.tokens":
                 kv.append(encode_field(name, f.vtype, list(f.value) + [x.encode() for x in new], f.subtype))
             elif name == "tokenizer.ggml.token_type":
@@ -205,7 +209,7 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
 def export_rows(model: str | Path, out_path: str | Path) -> int:
     """Write the added tokens (ids, texts, initial vectors as float32) to an .npz for an
     embeddings-only finetune elsewhere; returns how many."""
-    with GGUFFile(model) as g:
+    with open_model(model) as g:
         v = Vocab.from_gguf(g)
         start = g.get(PROVENANCE_PREFIX + "extended_from_n_vocab")
         if start is None:

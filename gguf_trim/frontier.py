@@ -37,14 +37,14 @@ def frontier(model: str | Path, targets: str, corpus: list[str], texts: list[str
     """One row per target size plus the lossless profile (see the module docstring)."""
     from .api import trim
     from .compact import gather_evidence, select_compact
-    from .gguf_io import GGUFFile
     from .plan import write_plan
     from .select import select_lossless
+    from .shards import open_model
     from .verify import _spread, bpb_summary, kept_ids_of, line_bits_per_file, line_fidelity, load_llama, read_lines
     from .vocab import Vocab
 
     model = Path(model)
-    with GGUFFile(model) as g:
+    with open_model(model) as g:
         vocab = Vocab.from_gguf(g)
         has_weights = bool(g.tensors)
     t0 = time.perf_counter()
@@ -148,10 +148,10 @@ def count_rates(model: str | Path, corpus: list[str], repeats: tuple[int, ...] =
     files are (workers split the lines); and llama.cpp's own rate on a slice."""
     from .corpus import open_corpus
     from .count import count_tokens
-    from .gguf_io import GGUFFile
+    from .shards import open_model
     from .vocab import Vocab
 
-    with GGUFFile(model) as g:
+    with open_model(model) as g:
         vocab = Vocab.from_gguf(g)
     segs = list(open_corpus(corpus).segments())
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .charset import _ALLOWED, _any_allowed, _seq_len, _tail_range
-from .gguf_io import GGUFFile
+from .shards import open_model
 from .vocab import BYTE, CONTROL, NORMAL, USER_DEFINED, Vocab
 
 
@@ -104,7 +104,7 @@ class ScriptGuard:
     def for_model(cls, path: str | Path, end_ids: list[int]) -> ScriptGuard:
         """Pieces as llama.cpp renders them (control tokens render as nothing, so they are left
         alone, except that only end-of-generation ones may cut a character short)."""
-        with GGUFFile(path) as g:
+        with open_model(path) as g:
             v = Vocab.from_gguf(g)
         types = v.types
         pieces = [p if t in (NORMAL, 0, BYTE, USER_DEFINED) else b"" for p, t in zip(v.pieces, types.tolist())]

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from . import __version__
 from .errors import GGUFError, TrimError
 from .gguf_io import GGUF_MAGIC, GGUFFile, TensorInfo, enc_string, encode_field, pad_to
 from .select import Selection, kept_merges
+from .shards import SPLIT_KEYS, GGUFModel, output_paths, split_keys
 from .vocab import CONTROL, NORMAL, SPECIAL_ID_KEYS, SUPPRESS_KEY, UNUSED
 
 PROVENANCE_PREFIX = "gguf_trim."
@@ -82,16 +83,24 @@ class TrimResult:
     merges_original: int
     merges_trimmed: int
     n_padding: int = 0  # tokens added to keep logits kernel-exact (see add_padding)
+    outputs: list[Path] = field(default_factory=list)  # every file written (the shards of a split output)
 
 
-SHA_PLACEHOLDER = "sha256-of-the-source-file-is-being-computed".ljust(64, "-")
+
+
+def sha_placeholder(n_files: int) -> str:
+    """Stands in the metadata for the source's sha256 (one per shard, comma-separated) until it
+    is known: the same length, so the header does not move when it is filled in."""
+    return ",".join(f"sha256-of-source-file-{i + 1}-is-being-computed".ljust(64, "-") for i in range(n_files))
+
+
 HEADER_SLACK = 64 << 10  # provenance strings, padding tokens, the padding key itself
 COPY_CHUNK = 256 << 20
 KERNEL_RUN_MIN_BYTES = 16 << 10
 HEADER_FILLER_MIN = 64  # room for the header padding key itself
 
 
-def vocab_tensors(g: GGUFFile, n_vocab: int) -> list[TensorInfo]:
+def vocab_tensors(g: GGUFFile | GGUFModel, n_vocab: int) -> list[TensorInfo]:
     """Tensors with one row per token (token_embd, output, output.bias, per_layer_token_embd...)."""
     out = []
     for t in g.tensors:
@@ -103,12 +112,12 @@ def vocab_tensors(g: GGUFFile, n_vocab: int) -> list[TensorInfo]:
     return out
 
 
-def is_trimmed(g: GGUFFile) -> bool:
+def is_trimmed(g: GGUFFile | GGUFModel) -> bool:
     """Was this file written by gguf-trim (its ids then map back through gguf_trim.kept_ids)?"""
     return isinstance(g.get(PROVENANCE_PREFIX + "kept_ids"), np.ndarray)
 
 
-def _provenance(g: GGUFFile, sel: Selection, source_sha: str | None, pad: list[int]) -> list[bytes]:
+def _provenance(g: GGUFModel, sel: Selection, source_sha: str | None, pad: list[int]) -> list[bytes]:
     """gguf_trim.* keys: where the file came from and how each new id maps back to the source
     (kept_ids[new_id]; padding tokens, appended last, repeat the rows named in padding_rows).
     The source's sha256 is recorded only when it was computed (`source_sha`)."""
@@ -150,7 +159,7 @@ def _provenance(g: GGUFFile, sel: Selection, source_sha: str | None, pad: list[i
     ] + ([encode_field(PROVENANCE_PREFIX + "padding_rows", A, pad_rows, U)] if len(pad_rows) else [])
 
 
-def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str | None, pad: list[int]) -> tuple[list[bytes], int]:
+def _new_metadata(g: GGUFModel, sel: Selection, source_sha: str | None, pad: list[int]) -> tuple[list[bytes], int]:
     vocab, keep = sel.vocab, sel.keep
     kept = sel.kept_ids
     new_id = np.full(vocab.n, -1, dtype=np.int64)
@@ -168,8 +177,8 @@ def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str | None, pad: list
         raise TrimError("the trim would leave no BPE merges, which llama.cpp refuses to load")
     kv: list[bytes] = []
     for name, f in g.fields.items():
-        if name.startswith(PROVENANCE_PREFIX):
-            continue
+        if name.startswith(PROVENANCE_PREFIX) or name in SPLIT_KEYS:
+            continue  # a split output gets fresh split keys from its writer
         if name == "tokenizer.ggml.tokens":
             kv.append(encode_field(name, f.vtype, [vocab.tokens[i] for i in kept.tolist()] + pad_texts, f.subtype))
         elif name == "tokenizer.ggml.scores" and isinstance(f.value, np.ndarray):
@@ -199,11 +208,12 @@ def _new_metadata(g: GGUFFile, sel: Selection, source_sha: str | None, pad: list
     return kv, len(merges or ())
 
 
-def check_output(out: str | Path, source: str | Path) -> tuple[Path, Path]:
-    """Refuse an output that is the input, a directory, or in a missing/unwritable folder.
-    Returns (output path, its folder)."""
+def check_output(out: str | Path, source: str | Path | list[Path]) -> tuple[Path, Path]:
+    """Refuse an output that is the input (any of its shards), a directory, or in a missing or
+    unwritable folder. Returns (output path, its folder)."""
     out = Path(out)
-    if out.exists() and out.resolve() == Path(source).resolve():
+    sources = source if isinstance(source, list) else [source]
+    if out.exists() and any(out.resolve() == Path(s).resolve() for s in sources):
         raise TrimError(f"-o {out} is the input file; refusing to overwrite the input")
     if out.is_dir():
         raise TrimError(f"-o {out} is a directory; give a file name")
@@ -216,7 +226,7 @@ def check_output(out: str | Path, source: str | Path) -> tuple[Path, Path]:
 
 
 class TrimWriter:
-    """Streams a trimmed copy of a GGUF to a temp file next to `out`, renamed into place at the end.
+    """Streams one trimmed output file to a temp file next to it; `commit()` renames it into place.
 
     Layout: the header, then every tensor whose bytes stay the same, in the source order, then
     the vocab tensors (llama.cpp finds tensors by name, so their order is free). So the unchanged
@@ -226,17 +236,25 @@ class TrimWriter:
     plus the provenance) and filled exactly with a `gguf_trim.header_padding` key: for multi-GB
     files the copy then overlaps choosing the tokens, at the cost of a few MB of padding. Started
     with the selection (`start(sel)`), the reserve is exact.
+
+    One writer makes one file: the whole model, or one shard of a split output (`tensors`: the
+    source tensors it holds; `metadata`: whether it carries the model's metadata, as the first
+    shard does, or only the split keys; `split`: (index, count, tensor total) of the shard).
     """
 
-    def __init__(self, src: GGUFFile, out: str | Path, n_vocab: int, check: bool = True,
-                 hash_source: bool = False):
-        out, folder = check_output(out, src.path)
-        self.src, self.out, self.folder, self.n_vocab, self.check = src, out, folder, n_vocab, check
+    def __init__(self, src: GGUFModel, out: str | Path, n_vocab: int, check: bool = True,
+                 hash_source: bool = False, tensors: list[TensorInfo] | None = None, metadata: bool = True,
+                 split: tuple[int, int, int] | None = None):
+        out, folder = check_output(out, src.paths)
+        self.src, self.out, self.folder, self.n_vocab = src, out, folder, n_vocab
+        self.metadata, self.split = metadata, split
+        self.check = check and metadata
         # a trimmed source already records its first source's hash (if it was computed)
-        self.hash_source = hash_source and not is_trimmed(src)
-        self.sliced = vocab_tensors(src, n_vocab)
-        names = {t.name for t in self.sliced}
-        self.fixed = [t for t in src.tensors if t.name not in names]
+        self.hash_source = hash_source and metadata and not is_trimmed(src)
+        names = {t.name for t in vocab_tensors(src, n_vocab)}
+        tensors = src.tensors if tensors is None else tensors
+        self.sliced = [t for t in tensors if t.name in names]
+        self.fixed = [t for t in tensors if t.name not in names]
         al = src.alignment
         self.data_start = 0
         self.fixed_offsets, off = [], 0
@@ -248,6 +266,7 @@ class TrimWriter:
         self._twin: str | None = None
         self._kv: tuple[list[bytes], int] | None = None
         self._sel: Selection | None = None
+        self._checker: subprocess.Popen | None = None
         self._fd = -1
         self._stop = threading.Event()
         self._copier: concurrent.futures.Future | None = None
@@ -257,42 +276,57 @@ class TrimWriter:
     @property
     def _sha_slot(self) -> str | None:
         """What the metadata is made with: a same-length placeholder for the hash still being computed."""
-        return SHA_PLACEHOLDER if self.hash_source else None
+        return sha_placeholder(len(self.src.shards)) if self.hash_source else None
 
     @property
     def fixed_bytes(self) -> int:
         return sum(t.nbytes for t in self.fixed)
 
+    def _metadata(self, sel: Selection) -> tuple[list[bytes], int]:
+        """This file's key/values: the trimmed model's (first shard or whole file), or only the
+        split keys (later shards), plus the split keys of a split output."""
+        tail = split_keys(*self.split) if self.split else []
+        if not self.metadata:
+            return tail, 0
+        kv, n_merges = _new_metadata(self.src, sel, self._sha_slot, self._pad)
+        return kv + tail, n_merges
+
+    def _header_bound(self) -> int:
+        """An upper bound of the trimmed header: the source metadata (the vocabulary only shrinks),
+        one id per token of provenance, the split keys and this file's tensor infos, plus slack."""
+        kv = sum(len(f.raw or b"") for f in self.src.fields.values()) if self.metadata else 0
+        infos = sum(len(t.name) + 40 + 8 * len(t.shape) for t in self.fixed + self.sliced)
+        return 24 + kv + 4 * self.n_vocab + infos + HEADER_SLACK
+
     def start(self, sel: Selection | None = None) -> TrimWriter:
         """Begin copying. With `sel`, the header reserve is exact; without, a bound."""
         if sel is None:
-            base = pad_to(self.src.data_offset + 4 * self.n_vocab + HEADER_SLACK, self.src.alignment)
+            base = pad_to(self._header_bound(), self.src.alignment)
         else:
-            self._prepare(sel)
-            self._kv = _new_metadata(self.src, sel, self._sha_slot, self._pad)
+            assert self._sel is sel, "prepare(sel) first"
+            self._kv = self._metadata(sel)
             base = pad_to(len(self._header(self._kv[0], self._infos(), reserve=False)), self.src.alignment)
         self.data_start = self._page_congruent(base)
-        try:
-            self._fd, self.tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{self.out.name}.", suffix=".tmp")
-        except OSError as e:
-            raise TrimError(f"cannot write in output folder {self.folder}: {e.strerror}") from None
+        self._fd, self.tmp = _temp_in(self.folder, self.out)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
         self._copier = self._pool.submit(self._copy_fixed)
         if self.hash_source:
             self._hasher = self._pool.submit(self.src.sha256, self._stop)
         return self
 
-    def _runs(self) -> list[tuple[int, int, int]]:
-        """(source offset, output offset relative to data_start, bytes) of each stretch of unchanged
-        tensors that lie back to back in the source, so they stay back to back in the output."""
-        runs: list[list[int]] = []
+    def _runs(self) -> list[tuple[GGUFFile, int, int, int]]:
+        """(source shard, source offset, output offset relative to data_start, bytes) of each
+        stretch of unchanged tensors that lie back to back in one source file, so they stay back
+        to back in the output."""
+        runs: list[list] = []
         for t, off in zip(self.fixed, self.fixed_offsets):
-            s = self.src.data_offset + t.offset
-            if runs and s - runs[-1][0] == off - runs[-1][1]:
-                runs[-1][2] = s + t.nbytes - runs[-1][0]
+            g = self.src.file_of(t)
+            s = g.data_offset + t.offset
+            if runs and runs[-1][0] is g and s - runs[-1][1] == off - runs[-1][2]:
+                runs[-1][3] = s + t.nbytes - runs[-1][1]
             else:
-                runs.append([s, off, t.nbytes])
-        return [(a, b, c) for a, b, c in runs]
+                runs.append([g, s, off, t.nbytes])
+        return [(g, a, b, c) for g, a, b, c in runs]
 
     def _page_congruent(self, base: int) -> int:
         """The first data offset >= base that puts the largest run of unchanged tensors at the same
@@ -301,7 +335,7 @@ class TrimWriter:
         runs = self._runs()
         if not runs:
             return base
-        s, off, _ = max(runs, key=lambda r: r[2])
+        _, s, off, _ = max(runs, key=lambda r: r[3])
         page = max(mmap.PAGESIZE, self.src.alignment)
         want = (s - off) % page
         start = base if base % page == want else base + HEADER_FILLER_MIN
@@ -310,34 +344,23 @@ class TrimWriter:
     def _copy_fixed(self) -> None:
         """Copy the unchanged tensors in the kernel (copy_file_range), one call per back-to-back
         stretch: their bytes never enter this process, so the resident set stays small."""
-        for s, off, n in self._runs():
-            self._copy_range(s, self.data_start + off, n)
-
-    def _copy_range(self, s: int, d: int, left: int) -> None:
-        """Copy bytes [s, s+left) of the source to offset d of the output, in the kernel where
-        copy_file_range works, else through the memory map."""
-        while left and not self._stop.is_set():
-            try:
-                n = os.copy_file_range(self.src.fileno(), self._fd, min(left, COPY_CHUNK), s, d)
-            except (OSError, AttributeError):
-                n = os.pwrite(self._fd, self.src.view(s, min(left, COPY_CHUNK)), d)
-            if n <= 0:
-                raise OSError("copy of tensor data stalled")
-            s, d, left = s + n, d + n, left - n
+        for g, s, off, n in self._runs():
+            _copy_range(g, self._fd, s, self.data_start + off, n, self._stop)
 
     def _write_sliced(self, t: TensorInfo, rows: np.ndarray, at: int) -> None:
         """Write rows `rows` of vocab tensor t at output offset `at`. Long runs of consecutive
         kept rows (Qwen: ~16 rows of 2-3 KB) are copied in the kernel like the unchanged
         tensors; short ones (Gemma: ~3 rows of 720 B) are gathered with numpy in 32 MB chunks."""
-        view = self.src.tensor_rows_as(t, self.n_vocab)
+        g = self.src.file_of(t)
+        view = g.tensor_rows_as(t, self.n_vocab)
         row = view.shape[1]
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         starts = np.concatenate([[0], breaks])
         lengths = np.diff(np.concatenate([starts, [len(rows)]]))
         if len(rows) and lengths.mean() * row >= KERNEL_RUN_MIN_BYTES:
-            base = self.src.data_offset + t.offset
+            base = g.data_offset + t.offset
             for i, n in zip(rows[starts].tolist(), lengths.tolist()):
-                self._copy_range(base + i * row, at, n * row)
+                _copy_range(g, self._fd, base + i * row, at, n * row, self._stop)
                 at += n * row
             return
         step = max(1, ROW_CHUNK_BYTES // row)
@@ -349,14 +372,14 @@ class TrimWriter:
             at += len(chunk)
             # drop the mapped source pages just read from this process's resident set
             lo, hi = int(rows[a:a + step].min()), int(rows[a:a + step].max()) + 1
-            self.src.release(t, lo * row, hi * row)
+            g.release(t, lo * row, hi * row)
 
-    def _prepare(self, sel: Selection) -> None:
-        """Pad the selection (once) and fix the rows every vocab tensor keeps."""
+    def prepare(self, sel: Selection, pad: list[int]) -> None:
+        """Fix the rows every vocab tensor keeps: the kept ids, then the padding rows (`pad`, which
+        add_padding chose once for the whole model)."""
         if self._sel is sel:
             return
-        self._sel, self._n_kept_before = sel, sel.n_kept
-        self._pad = add_padding(sel, bool(self.sliced))
+        self._sel, self._pad = sel, pad
         kept = sel.kept_ids
         self._rows = np.concatenate([kept, np.asarray(self._pad, dtype=kept.dtype)])
 
@@ -370,15 +393,13 @@ class TrimWriter:
         self._end = off
         return infos
 
-    def finish(self, sel: Selection) -> TrimResult:
-        """Write the vocab tensors and the header for `sel`, check, rename. Returns the result."""
-        assert self._copier is not None and self.tmp is not None, "start() first"
-        src, vocab = self.src, sel.vocab
-        self._prepare(sel)
-        rows, pad = self._rows, self._pad
+    def finish(self, sel: Selection) -> None:
+        """Write the vocab tensors and the header for `sel`, re-read and load-check the temp file."""
+        assert self._copier is not None and self.tmp is not None and self._sel is sel, "start(), prepare(sel) first"
+        rows = self._rows
         infos = self._infos()
         if self._kv is None:
-            self._kv = _new_metadata(src, sel, self._sha_slot, pad)
+            self._kv = self._metadata(sel)
         checker = self._start_load_check(self._kv[0]) if self.check else None
         for t, (_, _, _, off) in zip(self.sliced, infos[len(self.fixed):]):
             self._write_sliced(t, rows, self.data_start + off)
@@ -388,30 +409,36 @@ class TrimWriter:
         if self._hasher is not None:
             sha = self._hasher.result()
             # the metadata was made before the hash was known: only the placeholder changes
-            kv = [x.replace(SHA_PLACEHOLDER.encode(), sha.encode()) for x in kv]
-            if sum(map(len, kv)) != sum(map(len, self._kv[0])):
+            slot = sha_placeholder(len(self.src.shards)).encode()
+            kv = [x.replace(slot, sha.encode()) for x in kv]
+            if len(sha) != len(slot) or sum(map(len, kv)) != sum(map(len, self._kv[0])):
                 raise TrimError("internal error: the source sha256 was not computed")
-        n_merges = self._kv[1]
+        self.n_merges = self._kv[1]
         os.pwrite(self._fd, self._header(kv, infos), 0)
         os.ftruncate(self._fd, end)
         os.close(self._fd)
         self._fd = -1
         os.chmod(self.tmp, 0o644)
-        _check_written(self.tmp, len(rows), [name for name, *_ in infos])
+        _check_written(self.tmp, len(rows) if self.metadata else 0, [name for name, *_ in infos])
         if checker is not None:
             _finish_load_check(checker, len(rows))
             os.unlink(self._twin)
             self._twin = None
+
+    def commit(self) -> Path:
+        """Rename the finished temp file into place."""
+        assert self.tmp is not None and self._fd < 0, "finish() first"
         os.replace(self.tmp, self.out)
         self.tmp = None
-        return TrimResult(self.out, vocab.n, len(rows), src.size, self.out.stat().st_size,
-                          sorted(t.name for t in self.sliced), len(vocab.merges or ()), n_merges,
-                          len(rows) - self._n_kept_before)
+        return self.out
 
     def _start_load_check(self, kv: list[bytes]) -> subprocess.Popen:
         """llama.cpp loads the output's exact metadata from a header-only twin file, in a child
-        process, while this one writes the tensors (our own parser re-reads the real file)."""
+        process, while this one writes the tensors (our own parser re-reads the real file). The
+        twin leaves out the split keys: llama.cpp would look for its shards."""
         fd, self._twin = tempfile.mkstemp(dir=self.folder, prefix=f".{self.out.name}.", suffix=".vocab.tmp")
+        if self.split:
+            kv = kv[:-len(SPLIT_KEYS)]
         with os.fdopen(fd, "wb") as f:
             f.write(GGUF_MAGIC + struct.pack("<IQQ", 3, 0, len(kv)) + b"".join(kv))
         return _spawn_load_check(self._twin)
@@ -437,7 +464,7 @@ class TrimWriter:
         return head
 
     def abort(self) -> None:
-        """Stop the threads and remove the temp file (no-op after a successful finish)."""
+        """Stop the threads and remove the temp files (no-op after a successful commit)."""
         self._stop.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -450,15 +477,199 @@ class TrimWriter:
         self.tmp = self._twin = None
 
 
-def trim_file(src: GGUFFile, sel: Selection, out: str | Path, check: bool = True,
-              hash_source: bool = False) -> TrimResult:
-    """Write `src` restricted to the selection's tokens to `out`, atomically."""
-    w = TrimWriter(src, out, sel.vocab.n, check, hash_source)
+class ShardCopier:
+    """An unchanged shard of a split model, copied whole in the kernel to a temp file."""
+
+    def __init__(self, src: GGUFFile, out: Path, sources: list[Path]):
+        self.src, (self.out, self.folder) = src, check_output(out, sources)
+        self.tmp: str | None = None
+        self._fd = -1
+        self._stop = threading.Event()
+
+    def copy(self) -> None:
+        self._fd, self.tmp = _temp_in(self.folder, self.out)
+        _copy_range(self.src, self._fd, 0, 0, self.src.size, self._stop)
+        os.close(self._fd)
+        self._fd = -1
+        os.chmod(self.tmp, 0o644)
+        if os.path.getsize(self.tmp) != self.src.size:
+            raise TrimError(f"copy of {self.src.path} to {self.tmp} is incomplete")
+
+    def commit(self) -> Path:
+        os.replace(self.tmp, self.out)
+        self.tmp = None
+        return self.out
+
+    def abort(self) -> None:
+        self._stop.set()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self.tmp and os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+        self.tmp = None
+
+
+LAYOUTS = ("same", "merge", "max-size")
+
+
+class ModelWriter:
+    """Writes the trimmed model, as one file or as a split set, all or nothing.
+
+    `layout`: `same` keeps the source's files (one file stays one file; a split model keeps its
+    shards, the vocab tensors in the shards that held them, every other shard copied whole in the
+    kernel); `merge` writes one file; `max-size` splits like llama.cpp's gguf-split
+    --split-max-size (tensors in the source order, a new shard when the next tensor would take the
+    shard's tensor data past `max_size` bytes). Every file goes to a temp file first; the set is
+    re-read as llama.cpp will read it, and only then are the files renamed into place (a failed
+    rename takes back the ones already made), so no partial set of shards is left behind.
+    """
+
+    def __init__(self, src: GGUFModel, output: str | Path, n_vocab: int, check: bool = True,
+                 hash_source: bool = False, layout: str = "same", max_size: int | None = None):
+        if layout not in LAYOUTS:
+            raise TrimError(f"unknown output layout {layout!r} ({', '.join(LAYOUTS)})")
+        if (layout == "max-size") != (max_size is not None):
+            raise TrimError("--split-max-size gives the size of each output shard")
+        if max_size is not None and max_size <= 0:
+            raise TrimError("--split-max-size must be a positive size")
+        self.src, self.output, self.n_vocab = src, Path(output), n_vocab
+        self.check, self.hash_source, self.layout, self.max_size = check, hash_source, layout, max_size
+        check_output(self.output, src.paths)  # before anything else, for a fast refusal
+        self.writers: list[TrimWriter | ShardCopier] = []
+        self._sel: Selection | None = None
+        self._copy_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._copies: concurrent.futures.Future | None = None
+        self.started = False
+        if layout != "max-size":
+            self._make_writers(self._layout(None))
+
+    @property
+    def fixed_bytes(self) -> int:
+        """Bytes copied unchanged: what starting before the selection is known overlaps."""
+        return sum(w.fixed_bytes if isinstance(w, TrimWriter) else w.src.size for w in self.writers)
+
+    def _layout(self, n_rows: int | None) -> list[tuple[list[TensorInfo], bool, GGUFFile | None]]:
+        """Per output file: (tensors, carries the metadata, source shard copied whole or None)."""
+        src = self.src
+        if self.layout == "merge" or (self.layout == "same" and len(src.shards) == 1):
+            return [(src.tensors, True, None)]
+        vocab_names = {t.name for t in vocab_tensors(src, self.n_vocab)}
+        if self.layout == "same":
+            out = []
+            for i, g in enumerate(src.shards):
+                changed = i == 0 or any(t.name in vocab_names for t in g.tensors)
+                out.append((g.tensors, i == 0, None if changed else g))
+            return out
+        assert n_rows is not None and self.max_size is not None
+        shards: list[list[TensorInfo]] = [[]]
+        size = 0
+        for t in src.tensors:
+            n = t.nbytes // self.n_vocab * n_rows if t.name in vocab_names else t.nbytes
+            n = pad_to(n, src.alignment)
+            if shards[-1] and size + n > self.max_size:
+                shards.append([])
+                size = 0
+            shards[-1].append(t)
+            size += n
+        return [(ts, i == 0, None) for i, ts in enumerate(shards)]
+
+    def _make_writers(self, layout: list[tuple[list[TensorInfo], bool, GGUFFile | None]]) -> None:
+        paths = output_paths(self.output, len(layout))
+        n, total = len(layout), len(self.src.tensors)
+        for path, (tensors, meta, whole) in zip(paths, layout):
+            if whole is not None:
+                self.writers.append(ShardCopier(whole, path, self.src.paths))
+            else:
+                split = (len(self.writers), n, total) if n > 1 else None
+                self.writers.append(TrimWriter(self.src, path, self.n_vocab, self.check, self.hash_source, tensors,
+                                               meta, split))
+
+    def _prepare(self, sel: Selection) -> None:
+        """Pad the selection (once, for every file) and hand the rows to the writers."""
+        if self._sel is not sel:
+            self._sel, self._n_kept_before = sel, sel.n_kept
+            self._pad = add_padding(sel, bool(vocab_tensors(self.src, self.n_vocab)))
+            if self.layout == "max-size" and not self.writers:
+                self._make_writers(self._layout(sel.n_kept + len(self._pad)))
+        for w in self.writers:
+            if isinstance(w, TrimWriter):
+                w.prepare(sel, self._pad)
+
+    def start(self, sel: Selection | None = None) -> ModelWriter:
+        """Begin copying (without `sel`: before the tokens are chosen; not for `max-size`)."""
+        if sel is not None:
+            self._prepare(sel)
+        elif self.layout == "max-size":
+            return self
+        self.started = True
+        for w in self.writers:
+            if isinstance(w, TrimWriter):
+                w.start(sel)
+        copiers = [w for w in self.writers if isinstance(w, ShardCopier)]
+        if copiers:  # one after the other, beside the trimmed files
+            self._copy_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            self._copies = self._copy_pool.submit(lambda: [c.copy() for c in copiers])
+        return self
+
+    def finish(self, sel: Selection) -> TrimResult:
+        """Write the vocab tensors and headers, check the set, rename every file into place."""
+        if not self.started:
+            self.start(sel)
+        self._prepare(sel)
+        main = self.writers[0]
+        assert isinstance(main, TrimWriter)
+        for w in self.writers:
+            if isinstance(w, TrimWriter):
+                w.finish(sel)
+        if self._copies is not None:
+            self._copies.result()
+        if len(self.writers) > 1:
+            try:  # the temp set, read as llama.cpp reads a split model
+                GGUFModel(None, paths=[w.tmp for w in self.writers]).close()
+            except GGUFError as e:
+                raise TrimError(f"internal error: the written shards do not form a split model: {e}") from None
+        done: list[Path] = []
+        try:
+            for w in self.writers:
+                done.append(w.commit())
+        except OSError:
+            for p in done:  # all or nothing
+                p.unlink(missing_ok=True)
+            raise
+        vocab, n_rows = sel.vocab, len(main._rows)
+        return TrimResult(done[0], vocab.n, n_rows, self.src.size, sum(p.stat().st_size for p in done),
+                          sorted(t.name for w in self.writers if isinstance(w, TrimWriter) for t in w.sliced),
+                          len(vocab.merges or ()), main.n_merges, n_rows - self._n_kept_before, done)
+
+    def abort(self) -> None:
+        """Stop every copy, then remove every temp file (no-op after a successful finish)."""
+        for w in self.writers:
+            w._stop.set()
+        if self._copy_pool is not None:
+            self._copy_pool.shutdown(wait=True)
+        for w in self.writers:
+            w.abort()
+
+
+def _temp_in(folder: Path, out: Path) -> tuple[int, str]:
     try:
-        w.start(sel)
-        return w.finish(sel)
-    finally:
-        w.abort()
+        return tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as e:
+        raise TrimError(f"cannot write in output folder {folder}: {e.strerror}") from None
+
+
+def _copy_range(src: GGUFFile, fd: int, s: int, d: int, left: int, stop: threading.Event) -> None:
+    """Copy bytes [s, s+left) of the source file to offset d of `fd`, in the kernel where
+    copy_file_range works, else through the memory map."""
+    while left and not stop.is_set():
+        try:
+            n = os.copy_file_range(src.fileno(), fd, min(left, COPY_CHUNK), s, d)
+        except (OSError, AttributeError):
+            n = os.pwrite(fd, src.view(s, min(left, COPY_CHUNK)), d)
+        if n <= 0:
+            raise OSError("copy of tensor data stalled")
+        s, d, left = s + n, d + n, left - n
 
 
 def _check_written(path: str, n_vocab: int, tensor_names: list[str]) -> None:

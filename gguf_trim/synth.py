@@ -110,3 +110,32 @@ def build_model(path: str | Path, vocab_gguf: str | Path, embd_type: GGMLQuantiz
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def write_split(src: str | Path, output: str | Path, split_max_size: int = 0, split_max_tensors: int = 0) -> list[Path]:
+    """A split copy of a GGUF, written by gguf-py's `GGUFWriter(split_max_size=...)` the way
+    llama.cpp's converters write one (all metadata in the first shard, split.* keys in every
+    shard, tensors in order). An independent writer, so the tests of split input do not rest on
+    gguf-trim's own; tensors are handed over as views of the source's map, never copied in RAM."""
+    from gguf.constants import GGUFValueType as V
+
+    output = Path(output)
+    with GGUFFile(src) as g:
+        w = GGUFWriter(str(output), g.arch, split_max_size=split_max_size, split_max_tensors=split_max_tensors)
+        for name, f in g.fields.items():
+            if name in ("general.architecture", "general.alignment") or name.startswith("split."):
+                continue
+            value = f.value
+            if f.vtype == V.ARRAY:
+                value = value.tolist() if isinstance(value, np.ndarray) else list(value)
+            w.add_key_value(name, value, f.vtype, sub_type=f.subtype)
+        for t in g.tensors:
+            rows = np.frombuffer(g.tensor_bytes(t), dtype=np.uint8)
+            byte_shape = tuple(reversed(t.shape[1:])) + (t.nbytes // max(1, int(np.prod(t.shape[1:]))),)
+            w.add_tensor(t.name, rows.reshape(byte_shape), raw_dtype=GGMLQuantizationType(t.ggml_type))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        paths = w.format_shard_names(output)
+    return [Path(p) for p in paths]

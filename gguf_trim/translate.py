@@ -17,8 +17,8 @@ from pathlib import Path
 from llama_cpp import LogitsProcessorList
 
 from .errors import TrimError
-from .gguf_io import GGUFFile
 from .guard import ScriptGuard
+from .shards import open_model
 from .verify import load_llama
 
 LANG_NAMES = {"en": "English", "vi": "Vietnamese"}
@@ -78,7 +78,7 @@ class Translator:
     _guard: ScriptGuard | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        with GGUFFile(self.model) as g:
+        with open_model(self.model) as g:
             langs = g.fields["gguf_trim.langs"].text() if "gguf_trim.langs" in g.fields else None
             has_template = "tokenizer.chat_template" in g.fields
         if self.guard is None:

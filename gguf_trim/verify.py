@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from .errors import TrimError
-from .gguf_io import GGUFFile
+from .shards import model_size, open_model
 
 
 def kept_ids_of(trimmed: str | Path, original_n_vocab: int | None = None) -> np.ndarray:
     """Original id of every token of a trimmed file, from its provenance metadata."""
-    with GGUFFile(trimmed) as g:
+    with open_model(trimmed) as g:
         kept = g.get("gguf_trim.kept_ids")
         src_n = g.get("gguf_trim.source_n_vocab")
     if not isinstance(kept, np.ndarray):
@@ -68,7 +68,8 @@ def load_llama(path: str | Path, vocab_only: bool = False, n_ctx: int = 512, log
     quiet_llama()
     if not Path(path).is_file():
         raise TrimError(f"{path}: no such file")
-    GGUFFile(path).close()  # our validating parser first: clean errors for corrupt files
+    with open_model(path) as m:  # our validating parser first (every shard): clean errors for corrupt files
+        path = m.path  # llama.cpp loads a split model from its first shard
     try:
         return Llama(str(path), vocab_only=vocab_only, n_ctx=n_ctx, logits_all=logits_all,
                      n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers, verbose=False)
@@ -198,7 +199,7 @@ def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = 
         report: dict[str, Any] = {
             "original": str(original), "trimmed": str(trimmed), "loads": True,
             "n_vocab_original": orig.n_vocab(), "n_vocab_trimmed": trim.n_vocab(),
-            "size_original": Path(original).stat().st_size, "size_trimmed": Path(trimmed).stat().st_size,
+            "size_original": model_size(original), "size_trimmed": model_size(trimmed),
             "files": [],
         }
         all_lines: list[str] = []

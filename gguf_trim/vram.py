@@ -47,6 +47,7 @@ from .errors import TrimError
 from .gguf_io import GGUFFile, tensor_nbytes
 from .rewrite import PAD_MODULUS, add_padding, vocab_tensors
 from .select import select_lossless
+from .shards import open_model
 from .vocab import Vocab
 
 MIB = 1 << 20
@@ -274,7 +275,7 @@ def plan_file(path: str | os.PathLike, n_ctx: int = DEFAULT_N_CTX, trimmed_vocab
     for name, v in (("n_ctx", n_ctx), ("n_ubatch", n_ubatch), ("n_outputs", n_outputs)):
         _check_n(name, v)
     _check_n("trimmed_vocab", trimmed_vocab, allow_none=True)
-    with GGUFFile(path) as g:
+    with open_model(path) as g:
         arch = g.arch
         embd = g.tensor("token_embd.weight")
         if embd is None:
