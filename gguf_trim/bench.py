@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -19,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .gguf_io import OutTensor, encode_field, write_gguf
+from .gguf_io import OutTensor, encode_field, pad_to, write_gguf
 from .rewrite import vocab_tensors
-from .shards import model_size, open_model
+from .shards import model_size, open_model, output_paths, split_keys
 
 PROMPT_SEED = ("The quick brown fox jumps over the lazy dog. Xin chào, tôi là học sinh ở Hà Nội. "
                "Please save your work before closing the window. Cảm ơn bạn rất nhiều. ")
@@ -166,33 +167,43 @@ def _timed(cmd: list[str]) -> tuple[float, int]:
 
 
 def bench_trim(model: str | Path, runs: int = 3, check: bool = True, flags: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`gguf-trim trim [flags]` against `cp` of the same file, interleaved, in the model's folder."""
+    """`gguf-trim trim [flags]` against `cp` of the same file (of all its shards, for a split
+    model), interleaved, in the model's folder."""
     model = Path(model)
+    with open_model(model) as m:
+        files = [str(p) for p in m.paths]
+        size = m.size
     with tempfile.TemporaryDirectory(dir=model.parent, prefix=".bench-") as d:
         cp_t, trim_t, trim_rss = [], [], []
         trim_cmd = [sys.executable, "-m", "gguf_trim.cli", "trim", str(model), "-o", f"{d}/t.gguf", *flags]
         if not check:
             trim_cmd.append("--no-check")
-        _timed(["cp", str(model), f"{d}/warm.gguf"])  # warm the page cache for both
-        os.unlink(f"{d}/warm.gguf")
+        os.mkdir(f"{d}/c")
+        _timed(["cp", *files, f"{d}/c/"])  # warm the page cache for both
+        shutil.rmtree(f"{d}/c")
         for _ in range(runs):
-            s, _ = _timed(["cp", str(model), f"{d}/c.gguf"])
+            os.mkdir(f"{d}/c")
+            s, _ = _timed(["cp", *files, f"{d}/c/"])
             cp_t.append(s)
-            os.unlink(f"{d}/c.gguf")
+            shutil.rmtree(f"{d}/c")
             s, rss = _timed(trim_cmd)
             trim_t.append(s)
             trim_rss.append(rss)
-            out_size = Path(f"{d}/t.gguf").stat().st_size
-            os.unlink(f"{d}/t.gguf")  # like cp's copy: freeing the old file is not part of the next run
+            outs = [p for p in Path(d).iterdir() if p.name.startswith("t")]
+            out_size = sum(p.stat().st_size for p in outs)
+            for p in outs:  # like cp's copy: freeing the old files is not part of the next run
+                p.unlink()
     cp_s, trim_s = statistics.median(cp_t), statistics.median(trim_t)
-    return {"model": str(model), "size": model.stat().st_size, "trimmed_size": out_size, "cp_s": cp_s,
+    return {"model": str(model), "size": size, "trimmed_size": out_size, "cp_s": cp_s,
             "trim_s": trim_s, "trim_vs_cp": trim_s / cp_s, "trim_peak_rss": max(trim_rss), "runs": runs,
-            "load_check": check, "flags": list(flags), "cp_all_s": cp_t, "trim_all_s": trim_t}
+            "load_check": check, "flags": list(flags), "cp_all_s": cp_t, "trim_all_s": trim_t,
+            "shards": len(files), "outputs": len(outs)}
 
 
-def make_7b_like(path: str | Path, vocab_gguf: str | Path, seed: int = 0) -> Path:
+def make_7b_like(path: str | Path, vocab_gguf: str | Path, seed: int = 0, split_max_size: int = 0) -> Path:
     """A Qwen2.5-7B-shaped GGUF (qwen2 vocab, Q4_K_M-like types, ~4.9 GB) of valid random blocks,
-    written by streaming a few quantized rows over and over: never held in memory."""
+    written by streaming a few quantized rows over and over: never held in memory. With
+    `split_max_size`, written as llama.cpp's gguf-split would split it (returns the first shard)."""
     from gguf.constants import GGMLQuantizationType as Q
     from gguf.constants import GGUFValueType as V
 
@@ -247,9 +258,24 @@ def make_7b_like(path: str | Path, vocab_gguf: str | Path, seed: int = 0) -> Pat
                     qtensor(f"blk.{b}.ffn_up.weight", n_ff, n_embd, Q.Q4_K),
                     qtensor(f"blk.{b}.ffn_down.weight", n_embd, n_ff, Q.Q6_K)]
     path = Path(path)
-    with open(path, "wb") as fh:
-        write_gguf(fh, kv, tensors, 32)
-    return path
+    if not split_max_size:
+        with open(path, "wb") as fh:
+            write_gguf(fh, kv, tensors, 32)
+        return path
+    shards: list[list[OutTensor]] = [[]]
+    size = 0
+    for t in tensors:  # gguf-split's rule: a new shard when the next tensor's data would not fit
+        n = pad_to(t.nbytes, 32)
+        if shards[-1] and size + n > split_max_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(t)
+        size += n
+    paths = output_paths(path, len(shards))
+    for i, (p, ts) in enumerate(zip(paths, shards)):
+        with open(p, "wb") as fh:
+            write_gguf(fh, (kv if i == 0 else []) + split_keys(i, len(shards), len(tensors)), ts, 32)
+    return paths[0]
 
 
 def main(argv: list[str]) -> None:

@@ -417,11 +417,13 @@ def frontier_doc(rows, table, models, targets, corpus, texts, bpb_lines, png_out
 @click.option("--synthetic-7b", "synth_dir", type=click.Path(),
               help="Also generate a Qwen2.5-7B-shaped GGUF (~4.9 GB) in this folder, benchmark it, delete it.")
 @click.option("--vocab", default=None, type=click.Path(), help="qwen2 vocab GGUF for the synthetic model.")
+@click.option("--synthetic-split", "synth_split", metavar="SIZE",
+              help="Also benchmark the synthetic model written as a split model with shards of SIZE (e.g. 2G).")
 @click.option("--runs", default=3, show_default=True)
 @click.option("--json", "json_out", type=click.Path())
 @_errors
-def bench_trim_cmd(models, synth_dir, vocab, runs, json_out):
-    """Wall time and peak RSS of `gguf-trim trim` against `cp` of the same file."""
+def bench_trim_cmd(models, synth_dir, vocab, synth_split, runs, json_out):
+    """Wall time and peak RSS of `gguf-trim trim` against `cp` of the same file (all shards of a split model)."""
     from .bench import bench_trim, make_7b_like
 
     results = [bench_trim(m, runs) for m in models]
@@ -435,10 +437,19 @@ def bench_trim_cmd(models, synth_dir, vocab, runs, json_out):
             click.echo(f"generated {big.name}: {_human(big.stat().st_size)} in {time.perf_counter() - t0:.1f} s")
             results.append(bench_trim(big, runs))
             results.append(bench_trim(big, runs, flags=("--source-sha256",)))
+            if synth_split:
+                big.unlink()
+                t0 = time.perf_counter()
+                first = make_7b_like(f"{d}/qwen2.5-7b-like-q4_k_m.gguf", vocab, split_max_size=parse_size(synth_split))
+                click.echo(f"generated {first.name} (split): {time.perf_counter() - t0:.1f} s")
+                results.append(bench_trim(first, runs))
+                results.append(bench_trim(first, runs, flags=("--merge",)))
     click.echo("| file | size | trimmed | cp s | trim s | trim / cp | trim peak RSS |")
     click.echo("|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         name = " ".join([os.path.basename(r["model"]), *r["flags"]])
+        if r.get("shards", 1) > 1 or r.get("outputs", 1) > 1:
+            name += f" ({r['shards']} -> {r['outputs']} files)"
         click.echo(f"| {name} | {_human(r['size'])} | {_human(r['trimmed_size'])} | "
                    f"{r['cp_s']:.2f} | {r['trim_s']:.2f} | {r['trim_vs_cp']:.2f} | {_human(r['trim_peak_rss'])} |")
     if json_out:

@@ -12,7 +12,7 @@ from gguf.constants import GGMLQuantizationType as Q
 from gguf_trim import GGUFFile, trim
 from gguf_trim.bench import bench_models, compare, decode_bytes_per_token, markdown, vocab_bytes
 from gguf_trim.cli import main
-from gguf_trim.synth import build_model
+from gguf_trim.synth import build_model, write_split
 
 from .conftest import GEMMA, QWEN, need, vocab_file
 
@@ -61,3 +61,18 @@ def test_bench_trim_runs_the_real_trim_and_cp(tmp_path):
     assert len(row["cp_all_s"]) == len(row["trim_all_s"]) == 2 and row["flags"] == []
     assert "| m.gguf |" in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "m.gguf", "ref.gguf"]  # its temp folder is gone
+
+
+def test_bench_trim_copies_and_trims_every_shard(tmp_path):
+    src = build_model(tmp_path / "m.gguf", vocab_file("qwen2"), Q.Q4_K, Q.Q6_K, arch="qwen2", n_layer=3)
+    (tmp_path / "s").mkdir()
+    shards = write_split(src, tmp_path / "s" / "m.gguf", split_max_tensors=10)
+    assert len(shards) > 2
+    res, _ = trim(shards[0], tmp_path / "ref.gguf")
+    r = CliRunner().invoke(main, ["bench-trim", str(shards[1]), "--runs", "1", "--json", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads((tmp_path / "b.json").read_text())
+    assert row["shards"] == row["outputs"] == len(shards) == len(res.outputs)
+    assert row["size"] == res.size_original == sum(p.stat().st_size for p in shards)
+    assert row["trimmed_size"] == res.size_trimmed
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(p.name for p in shards)

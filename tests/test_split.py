@@ -203,7 +203,8 @@ def test_broken_shard_sets_are_one_clear_error(split_qwen, tmp_path):
             r = runner.invoke(main, cmd)
             lines = r.output.strip().splitlines()
             assert r.exit_code == 2, (name, cmd, r.output)
-            assert len(lines) == 1 and lines[0].startswith("gguf-trim: error:") and fragment in lines[0], (name, r.output)
+            assert len(lines) == 1 and lines[0].startswith("gguf-trim: error:"), (name, r.output)
+            assert fragment in lines[0], (name, r.output)
         assert list(out.iterdir()) == [], name
         assert {p: sha(p) for p in given.parent.iterdir()} == before, name
 
