@@ -73,7 +73,7 @@ bench: setup models
 		models/qwen2.5-coder-0.5b-instruct.gguf models/qwen2.5-coder-0.5b-instruct.compact.gguf \
 		--runs 5 --json docs/bench.json --md docs/bench.md --png docs/bench.png
 	$(VPY) -m gguf_trim.cli bench-trim models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
-		--synthetic-7b models --vocab models/vocab-qwen2.gguf --runs 5 --json docs/bench-trim.json
+		--synthetic-7b models --synthetic-split 2G --vocab models/vocab-qwen2.gguf --runs 5 --json docs/bench-trim.json
 	$(VPY) -m gguf_trim.cli vram --spec all --quant Q4_K_M
 
 # Compact profile frontier: sizes 35-60% chosen from the train corpus; line fidelity on the held-out
