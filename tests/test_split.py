@@ -260,3 +260,18 @@ def test_split_model_errors_are_gguf_errors(split_qwen, tmp_path):
     s[3].unlink()
     with pytest.raises(GGUFError, match="missing shard 4 of 4"):
         GGUFModel(s[1])
+
+
+def test_extend_reads_a_split_model(split_trim, single_trim, tmp_path):
+    from gguf_trim.extend import extend_file
+
+    words = tmp_path / "words.txt"
+    words.write_text("học sinh\nViệt Nam\ncó thể\n", encoding="utf-8")
+    a = extend_file(split_trim.outputs[2], words, tmp_path / "a.gguf", top=3)
+    b = extend_file(single_trim, words, tmp_path / "b.gguf", top=3)
+    assert a.added == b.added and a.n_vocab_after == b.n_vocab_after
+    with GGUFFile(a.output) as g:
+        assert "split.count" not in g.fields  # one file
+    assert tensor_bytes(a.output) == tensor_bytes(b.output)
+    llm = load_llama(a.output, vocab_only=True)
+    assert len(llm.tokenize(" Việt Nam".encode(), add_bos=False, special=False)) == 1
