@@ -275,3 +275,24 @@ def test_extend_reads_a_split_model(split_trim, single_trim, tmp_path):
     assert tensor_bytes(a.output) == tensor_bytes(b.output)
     llm = load_llama(a.output, vocab_only=True)
     assert len(llm.tokenize(" Việt Nam".encode(), add_bos=False, special=False)) == 1
+
+
+def test_a_failed_rename_takes_back_the_shards_already_renamed(split_qwen, tmp_path, monkeypatch):
+    """Fault injection: the third rename fails (a full disk, a vanished folder): the two shards
+    already in place are removed again and no temp file stays, so no partial set is left."""
+    import os
+
+    import gguf_trim.rewrite as rw
+
+    real, calls = os.replace, []
+
+    def flaky(a, b):
+        calls.append(b)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(a, b)
+
+    monkeypatch.setattr(rw.os, "replace", flaky)
+    with pytest.raises(OSError):
+        trim(split_qwen[0], tmp_path / "t.gguf", check=False)
+    assert len(calls) == 3 and list(tmp_path.iterdir()) == []
