@@ -296,3 +296,11 @@ def test_a_failed_rename_takes_back_the_shards_already_renamed(split_qwen, tmp_p
     with pytest.raises(OSError):
         trim(split_qwen[0], tmp_path / "t.gguf", check=False)
     assert len(calls) == 3 and list(tmp_path.iterdir()) == []
+
+
+def test_source_sha256_of_a_split_model_is_per_shard(split_qwen, tmp_path):
+    res, _ = trim(split_qwen[1], tmp_path / "h.gguf", hash_source=True, check=False)
+    with GGUFModel(res.output) as m:
+        assert m.fields["gguf_trim.source_sha256"].text() == ",".join(sha(p) for p in split_qwen)
+        assert m.get("gguf_trim.source_size") == sum(p.stat().st_size for p in split_qwen)
+        assert m.fields["gguf_trim.source_file"].text() == split_qwen[0].name
