@@ -94,6 +94,25 @@ def test_lossless_trim_keeps_en_vi_text_exactly(src, vocab, lossless, llms, dev_
         assert detokenize_c(b, got) == text and len(got) >= len(a.tokenize(text.encode(), add_bos=False, special=False))
 
 
+def test_model_rows_sliced_and_logits_exact(src, tmp_path, dev_vi):
+    """A (tiny, random) model with the Gemma 4 tokenizer: token_embd/output sliced row by row, padded
+    to the original's count modulo 16, and the logits at the kept ids are the original's exactly."""
+    from gguf.constants import GGMLQuantizationType as Q
+
+    from gguf_trim.synth import build_model
+
+    model = build_model(tmp_path / "g4-tiny.gguf", src, Q.Q8_0, Q.F16, n_embd=64, n_ff=128)
+    out = tmp_path / "g4-tiny.envi.gguf"
+    res, sel = trim(model, out)
+    assert (res.n_vocab_trimmed, res.n_padding) == (166_768, 5) and res.n_vocab_trimmed % 16 == 262_144 % 16
+    assert res.sliced_tensors == ["output.weight", "token_embd.weight"]
+    text = tmp_path / "vi.txt"
+    text.write_text("\n".join(read_lines(dev_vi)[:150]) + "\n", encoding="utf-8")
+    rep = verify(model, out, [text], logits=3)
+    assert rep["files"][0]["line_fidelity"] == 1.0
+    assert rep["logits_positions"] > 20 and rep["logits_max_abs_diff"] == 0.0
+
+
 def test_merges_written_are_those_of_kept_tokens(vocab, lossless):
     out, res, sel = lossless
     w = _vocab(out)
@@ -139,7 +158,7 @@ def test_compact_profile(src, vocab, tmp_path, monkeypatch, dev_en, dev_vi):
     try:
         n = same = 0
         for path in (dev_en, dev_vi):
-            for text in read_lines(path)[::9]:
+            for text in read_lines(path)[::15]:
                 a = lo.tokenize(text.encode(), add_bos=False, special=False)
                 b = kept[lt.tokenize(text.encode(), add_bos=False, special=False)].tolist()
                 assert (a == b) == bool(sel.keep[a].all()), text
@@ -147,7 +166,7 @@ def test_compact_profile(src, vocab, tmp_path, monkeypatch, dev_en, dev_vi):
     finally:
         lo.close()
         lt.close()
-    assert n > 2000 and same / n > 0.9
+    assert n > 1200 and same / n > 0.9
 
 
 def test_word_forms_tokenize_as_llama_cpp(vocab, src, llms):
