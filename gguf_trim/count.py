@@ -5,11 +5,13 @@ of gigabytes. llama.cpp cuts text into independent units before any merge happen
 user-defined tokens (which it matches even without parse_special), then (BPE) at the pieces of
 the pre-tokenizer regex named by `tokenizer.ggml.pre`, or (SPM) nowhere, although no merge can
 cross a point where a run of U+2581 follows another character unless a vocab token spans one.
-So worker processes (one per core) cut the corpus into such units with the `regex` module and
-count them; each distinct unit is then tokenized once by a `tokenizers` model built from the
-vocab (BPE from its merges; SPM as a BPE whose merges are ranked by the score of their result,
-which is llama.cpp's bigram order), and its tokens are counted as often as the unit occurs.
-The regex module's Unicode tables and llama.cpp's may disagree on rare characters, and the
+Gemma 4 (BPE on SentencePiece-style text) is cut like SPM after llama.cpp's own cut at runs of
+newlines, and no merge of its crosses such a point unless its result spans one. So worker
+processes (one per core) cut the corpus into such units with the `regex` module and count them;
+each distinct unit is then tokenized once by a `tokenizers` model built from the vocab (BPE from
+its merges, for Gemma 4 with <0xNN> byte fallback; SPM as a BPE whose merges are ranked by the
+score of their result, which is llama.cpp's bigram order), and its tokens are counted as often
+as the unit occurs. The regex module's Unicode tables and llama.cpp's may disagree on rare characters, and the
 `tokenizers` model may break a tie differently: so before the counts are trusted, a uniform
 sample of 2,000 segments is tokenized by this path and by llama.cpp, and on any difference the
 whole corpus is counted by llama.cpp instead (in the same workers). Counts are cached by
@@ -57,6 +59,7 @@ for _names, _rx, _ignore in (
         PRE_TOKENIZERS[_n] = (_rx, _ignore)
 
 SPM_CHUNK = "\u2581+[^\u2581]*|[^\u2581]+"  # a run of U+2581 and the word after it
+NEWLINE_RUNS = "[^\n]+|\n+"  # llama.cpp's pre-tokenizer for Gemma 4 (LLAMA_VOCAB_PRE_TYPE_GEMMA4)
 SAMPLE_SEGMENTS = 2000  # segments compared with llama.cpp before the fast counts are trusted
 
 
@@ -76,7 +79,9 @@ class Splitter:
     regexes: tuple[str, ...]  # BPE pre-tokenizer regexes, applied in turn
     user_defined: tuple[tuple[str, int], ...]  # (text, id), longest first: llama.cpp's partition order
     add_space_prefix: bool
-    crossing: tuple[str, ...]  # SPM tokens holding a U+2581 after another character
+    crossing: tuple[str, ...]  # SPM tokens (Gemma 4: merge results) holding a U+2581 after another character
+    # Gemma 4: cut at runs of newlines first; a run that is a token is taken whole (text, id)
+    newline_runs: tuple[tuple[str, int], ...] | None = None
 
     @cached_property
     def _compiled(self):
@@ -85,12 +90,13 @@ class Splitter:
         ud = regex.compile("|".join(regex.escape(t) for t, _ in self.user_defined)) if self.user_defined else None
         cross = regex.compile("|".join(regex.escape(t) for t in self.crossing)) if self.crossing else None
         rxs = [regex.compile(r) for r in (self.regexes or (SPM_CHUNK,))]
+        nl = None if self.newline_runs is None else (regex.compile(NEWLINE_RUNS), dict(self.newline_runs))
         # What sends a segment down the one-by-one path (see count_batch): user-defined or crossing
         # tokens, two spaces in a row, any whitespace but the plain space (BPE), U+2581 (SPM).
         lit = literal_regex([t for t, _ in self.user_defined] + [t.replace(SPM_SPACE, " ") for t in self.crossing]
                             + ["  "] + ([SPM_SPACE, "\n", "\r"] if self.spm else []))
         flag = re.compile(lit.pattern + ("" if self.spm else r"|[^\S ]"))
-        return ud, cross, rxs, flag
+        return ud, cross, rxs, flag, nl
 
     def parts(self, text: str) -> list[str | int]:
         """The segment as units (str) and user-defined token ids (int), in order."""
@@ -121,12 +127,23 @@ class Splitter:
             prev_special = False
         return out
 
-    def units(self, frag: str, prev_special: bool = True) -> list[str]:
-        _, cross, rxs, _ = self._compiled
+    def units(self, frag: str, prev_special: bool = True) -> list[str | int]:
+        """The units of a fragment between user-defined tokens (ids for whole newline runs)."""
+        _, cross, rxs, _, nl = self._compiled
         if self.spm:
             if self.add_space_prefix and prev_special:
                 frag = " " + frag
             frag = frag.replace(" ", SPM_SPACE)
+            if nl is not None:
+                out: list[str | int] = []
+                for run in nl[0].findall(frag):
+                    if run[0] == "\n":
+                        out.append(nl[1].get(run, run))
+                    elif cross is not None and cross.search(run):
+                        out.append(run)
+                    else:
+                        out.extend(rxs[0].findall(run))
+                return out
             if cross is not None and cross.search(frag):
                 return [frag]
             return rxs[0].findall(frag)
@@ -198,7 +215,7 @@ class Splitter:
 
     def _special_segments(self, batch: list[str]) -> set[int]:
         """Indices of the segments that need the one-by-one path, found in one pass over the batch."""
-        flag = self._compiled[3]
+        flag = self._compiled[3]  # Gemma 4: "\n" is in it, so newline runs only meet `parts`
         joined = "\x00".join(batch)
         special: set[int]
         if joined.count("\x00") != len(batch) - 1:  # NULs in the text: look at the segments one by one
@@ -235,14 +252,26 @@ def splitter_for(vocab: Vocab) -> Splitter | None:
                  for i in np.flatnonzero(vocab.types == USER_DEFINED).tolist()),
                 key=lambda x: -len(x[0].encode()))
     ud = [(t, i) for t, i in ud if t]
+    if vocab.is_bpe and not vocab.byte_level:
+        if not vocab.whole_newline_runs:
+            return None  # sarvam-moe and the like: no fast path checked against llama.cpp here
+        # Gemma 4: no merge crosses where a U+2581 run follows another character, unless its result spans one
+        crossing = tuple(sorted({a + b for a, b in vocab.merge_ranks if _crosses(a + b)}))
+        runs = tuple((t, i) for t, i in ((x.decode("utf-8", "replace"), i) for i, x in enumerate(vocab.tokens))
+                     if t and not t.strip("\n"))
+        return Splitter(True, (), tuple(ud), False, crossing, runs)
     if vocab.is_bpe:
         pre = PRE_TOKENIZERS.get(vocab.pre or "")
         if pre is None:
             return None
         return Splitter(False, pre[0], tuple(ud), False, ())
-    crossing = tuple(t for t in (x.decode("utf-8", "replace") for x in vocab.tokens)
-                     if any(t[k] == SPM_SPACE and t[k - 1] != SPM_SPACE for k in range(1, len(t))))
+    crossing = tuple(t for t in (x.decode("utf-8", "replace") for x in vocab.tokens) if _crosses(t))
     return Splitter(True, (), tuple(ud), vocab.add_space_prefix, crossing)
+
+
+def _crosses(t: str) -> bool:
+    """Does t hold a U+2581 right after another character (a point SPM chunks are cut at)?"""
+    return SPM_SPACE in t[1:] and any(t[k] == SPM_SPACE and t[k - 1] != SPM_SPACE for k in range(1, len(t)))
 
 
 def unit_tokenizer(vocab: Vocab):
@@ -253,6 +282,11 @@ def unit_tokenizer(vocab: Vocab):
     ids: dict[str, int] = {}
     for i, t in enumerate(texts):
         ids.setdefault(t, i)
+    if vocab.is_bpe and not vocab.byte_level:
+        # Gemma 4: the merge loop on raw UTF-8; a character no token holds falls back to <0xNN>
+        # tokens (the merges only join tokens into tokens, so it never takes part in one)
+        merges = [(a, b) for a, b in vocab.merge_ranks if a in ids and b in ids and a + b in ids]
+        return Tokenizer(models.BPE(ids, merges, byte_fallback=True, fuse_unk=False))
     if vocab.is_bpe:
         ignore = PRE_TOKENIZERS.get(vocab.pre or "", ((), False))[1]
         tok = Tokenizer(models.BPE(ids, list(vocab.merge_ranks), ignore_merges=ignore))
@@ -316,7 +350,9 @@ def text_tokenizer(vocab: Vocab):
     from tokenizers import Regex, normalizers, pre_tokenizers
 
     tok = unit_tokenizer(vocab)
-    if vocab.is_bpe:
+    if vocab.is_bpe and not vocab.byte_level:  # Gemma 4: one unit per line of text, spaces escaped
+        tok.normalizer = normalizers.Replace(" ", SPM_SPACE)
+    elif vocab.is_bpe:
         regexes = PRE_TOKENIZERS.get(vocab.pre or "", (None,))[0]
         if regexes is None:
             return None

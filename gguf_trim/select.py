@@ -63,7 +63,7 @@ def required_ids(vocab: Vocab) -> dict[int, str]:
             req.setdefault(i, "special-id")
     for i in vocab.byte_token_ids():
         req.setdefault(i, "byte")
-    if not vocab.is_bpe:
+    if not vocab.byte_level:  # <0xNN> byte tokens (SentencePiece, Gemma 4)
         for i in np.flatnonzero(vocab.types == BYTE).tolist():
             req.setdefault(i, "byte")
     return req

@@ -1,8 +1,10 @@
 """The tokenizer stored in a GGUF, decoded the way llama.cpp reads it.
 
-Two tokenizer models are supported, the ones llama.cpp calls `gpt2` (byte-level BPE with
-merges: Qwen2, Llama 3, SmolLM) and `llama` (SentencePiece with scores and <0xNN> byte
-tokens: Gemma, Phi-3, Llama 2). `derivation` replays llama.cpp's own merge loop on one
+Three tokenizer models are supported, the ones llama.cpp calls `gpt2` (byte-level BPE with
+merges: Qwen2, Llama 3, SmolLM), `llama` (SentencePiece with scores and <0xNN> byte
+tokens: Gemma 1-3, Phi-3, Llama 2) and `gemma4` (BPE with merges over SentencePiece-style
+text: spaces escaped as U+2581, raw UTF-8 instead of GPT-2's byte map, <0xNN> byte tokens
+for characters no token holds). `derivation` replays llama.cpp's own merge loop on one
 token so that trimming can keep every token a kept token is built from.
 """
 
@@ -27,8 +29,14 @@ SPECIAL_ID_KEYS = tuple(f"tokenizer.ggml.{k}_token_id" for k in (
     "bos", "eos", "eot", "eom", "unknown", "seperator", "padding", "mask", "cls",
     "fim_pre", "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep", "prefix", "suffix", "middle"))
 SUPPRESS_KEY = "tokenizer.ggml.suppress_tokens"
-SUPPORTED_MODELS = {"gpt2": "byte-level BPE", "llama": "SentencePiece"}
+SUPPORTED_MODELS = {"gpt2": "byte-level BPE", "llama": "SentencePiece", "gemma4": "BPE on SentencePiece-style text"}
 SPM_SPACE = "\u2581"
+# Pre-tokenizers with which llama.cpp runs BPE on raw UTF-8 with spaces escaped as U+2581 and
+# <0xNN> byte tokens (llm_tokenizer_bpe: byte_encode = false, escape_whitespaces = true); a
+# `gemma4` model always gets "gemma4". Under the GEMMA4 pre-type a run of newlines that is itself
+# a token is taken whole, without merges (llama-vocab.cpp, llm_tokenizer_bpe_session::tokenize).
+SPM_STYLE_BPE_PRES = ("gemma4", "granite-embed-multi-311m", "sarvam-moe")
+WHOLE_NEWLINE_PRES = ("gemma4", "granite-embed-multi-311m")
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -88,7 +96,7 @@ class Vocab:
         if scores is not None and (not isinstance(scores, np.ndarray) or len(scores) < n):
             raise TrimError(f"{p}: tokenizer.ggml.scores must be a number array of length {n}")
         merges = g.get("tokenizer.ggml.merges")
-        if model == "gpt2" and (not isinstance(merges, list) or not merges):
+        if model in ("gpt2", "gemma4") and (not isinstance(merges, list) or not merges):
             raise TrimError(f"{p}: BPE tokenizer without tokenizer.ggml.merges")
         pre = g.get("tokenizer.ggml.pre")
         special = {}
@@ -101,7 +109,8 @@ class Vocab:
                    tokens=tokens, types=np.asarray(types[:n], dtype=np.int32),
                    scores=None if scores is None else np.asarray(scores[:n], dtype=np.float32),
                    merges=merges if isinstance(merges, list) else None, special_ids=special, source=p,
-                   add_space_prefix=bool(asp) if asp is not None else model == "llama")
+                   # llama.cpp's BPE path never puts a space in front, whatever the key says
+                   add_space_prefix=model == "llama" and (bool(asp) if asp is not None else True))
 
     @property
     def n(self) -> int:
@@ -109,7 +118,24 @@ class Vocab:
 
     @property
     def is_bpe(self) -> bool:
-        return self.model == "gpt2"
+        """Tokenized by BPE merges (ranked by tokenizer.ggml.merges), not by SentencePiece scores."""
+        return self.model in ("gpt2", "gemma4")
+
+    @property
+    def pre_type(self) -> str | None:
+        """The pre-tokenizer llama.cpp uses: tokenizer.ggml.pre, except that `gemma4` forces its own."""
+        return "gemma4" if self.model == "gemma4" else self.pre
+
+    @property
+    def byte_level(self) -> bool:
+        """Stored in GPT-2's byte-to-character map with single-character byte tokens; otherwise
+        text is raw UTF-8 with U+2581 for a space and <0xNN> byte tokens (SentencePiece, Gemma 4)."""
+        return self.is_bpe and self.pre_type not in SPM_STYLE_BPE_PRES
+
+    @property
+    def whole_newline_runs(self) -> bool:
+        """A run of newlines that is a token is taken whole, without merges (Gemma 4)."""
+        return self.is_bpe and self.pre_type in WHOLE_NEWLINE_PRES
 
     @cached_property
     def sha256(self) -> str:
@@ -139,7 +165,7 @@ class Vocab:
         """The bytes each token stands for in text."""
         out = []
         types = self.types.tolist()
-        if self.is_bpe:
+        if self.byte_level:
             dec = CHAR_TO_BYTE
             for t, ty in zip(self.tokens, types):
                 if ty in (NORMAL, 0, UNUSED):
@@ -167,7 +193,7 @@ class Vocab:
         ids = []
         missing = []
         for b in range(256):
-            text = BYTE_TO_CHAR[b].encode() if self.is_bpe else f"<0x{b:02X}>".encode()
+            text = BYTE_TO_CHAR[b].encode() if self.byte_level else f"<0x{b:02X}>".encode()
             i = self.token_to_id.get(text)
             if i is None:
                 missing.append(b)
@@ -198,6 +224,8 @@ class Vocab:
         """Ids of the tokens llama.cpp forms on the way to token i when tokenizing its own text
         (not counting i and the single characters), or None if that text does not end as i."""
         text = self.tokens[i].decode("utf-8", "replace")
+        if self.whole_newline_runs and text and not text.strip("\n"):
+            return []  # llama.cpp takes such a run whole
         syms = list(text)
         formed: list[str] = []
         if self.is_bpe:

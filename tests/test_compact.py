@@ -24,13 +24,15 @@ from gguf_trim.vocab import Vocab
 from .conftest import DEV, GEMMA, SHARED, need, vocab_file
 
 TRAIN = SHARED / "corpus" / "train"
-# Text that exercises every cut llama.cpp makes: user-defined tokens (Gemma's runs of spaces,
+# Text that exercises every cut llama.cpp makes: user-defined tokens (Gemma 3's runs of spaces,
 # tabs, HTML tags), the one Gemma token spanning a word boundary ("> </"), digits, contractions,
 # trailing and leading spaces, other scripts, line breaks inside a segment.
 TRICKY = ["a  b   c    d", "\tindented\t\ttabs", "<b>bold</b> and <table><tr><td>x</td></tr></table>",
           "x> </y and > </ end", "1234567 and 3.14159, 10,000", "don't it's we'll THEY'RE",
           "trailing spaces   ", "   leading spaces", "Tiếng Việt có dấu: Nguyễn, Đặng, Ưng", "中文 и русский ✓ 🙂",
-          "line one\nline two\r\nline three", "  \n\n  ", "[multimodal] <start_of_image>", "a\u2028b\u00a0c"]
+          "line one\nline two\r\nline three", "  \n\n  ", "[multimodal] <start_of_image>", "a\u2028b\u00a0c",
+          # Gemma 4: newline runs (taken whole when they are a token), its user-defined tokens
+          "para\n\n\n\nnext", "\n" * 40 + "end", "<|tool_call>call<tool_call|> <|\"|>"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -55,10 +57,11 @@ def _vocab(path):
         return Vocab.from_gguf(g)
 
 
-@pytest.mark.parametrize("name", ["qwen2", "llama-bpe", "gpt-2", "phi-3", "llama-spm", "gemma"])
+@pytest.mark.parametrize("name", ["qwen2", "llama-bpe", "gpt-2", "phi-3", "llama-spm", "gemma", "gemma-4"])
 def test_fast_counts_equal_llama_cpp(name):
     """The fast path's counts are llama.cpp's, id for id, on real and tricky text, for BPE (three
-    pre-tokenizers, ignore_merges) and SPM (with and without the space prefix, user-defined tokens)."""
+    pre-tokenizers, ignore_merges), SPM (with and without the space prefix, user-defined tokens) and
+    Gemma 4 (BPE on SentencePiece-style text: newline runs taken whole, the crossing merge '>▁</')."""
     path = need(GEMMA) if name == "gemma" else vocab_file(name)
     vocab = _vocab(path)
     lines = _sample_lines()
