@@ -13,6 +13,7 @@ import concurrent.futures
 import json
 import mmap
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -35,6 +36,8 @@ PROVENANCE_PREFIX = "gguf_trim."
 ROW_CHUNK_BYTES = 32 << 20
 PAD_MODULUS = 16
 PAD_TEXT = "<|gguf_trim_pad_{}|>"
+# placeholder tokens no text produces, whatever their type (Gemma 4 stores <unusedN> as NORMAL)
+UNTRAINED_TEXT = re.compile(rb"^<(unused\d+|\|reserved_special_token_\d+\|)>$")
 
 
 def add_padding(sel: Selection, has_vocab_tensors: bool) -> list[int]:
@@ -60,8 +63,9 @@ def add_padding(sel: Selection, has_vocab_tensors: bool) -> list[int]:
     if not n_pad:
         return []
     kept = sel.kept_ids.tolist()
-    untrained = [i for i in kept if vocab.types[i] == CONTROL
-                 and any(w in vocab.tokens[i] for w in (b"unused", b"reserved"))]
+    untrained = [i for i in kept if (vocab.types[i] == CONTROL and any(w in vocab.tokens[i] for w in
+                                                                       (b"unused", b"reserved")))
+                 or UNTRAINED_TEXT.match(vocab.tokens[i])]
     if untrained:
         src = untrained[-1]
     elif vocab.is_bpe or vocab.scores is None:
