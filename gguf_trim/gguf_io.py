@@ -28,6 +28,7 @@ from .errors import GGUFError
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
+GGML_MAX_NAME = 64  # ggml.h: tensor names are shorter than this
 
 _SCALAR_FMT: dict[GGUFValueType, str] = {
     GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b",
@@ -212,6 +213,8 @@ class GGUFFile:
         for _ in range(n_kv):
             start = cur.pos
             key = cur.string("key").decode("utf-8", "replace")
+            if not key:
+                raise GGUFError(f"{p}: corrupt GGUF: key/value {len(self.fields)} has an empty key")
             vtype = _value_type(cur.unpack("<I", f"type of {key!r}"), p, key)
             value, sub = _read_value(cur, vtype, key)
             if key in self.fields:
@@ -221,13 +224,17 @@ class GGUFFile:
         self.alignment = DEFAULT_ALIGNMENT
         if align_field is not None:
             a = align_field.value
-            if not isinstance(a, int) or a <= 0 or a & (a - 1):
+            if align_field.vtype != GGUFValueType.UINT32 or a <= 0 or a & (a - 1):
                 raise GGUFError(f"{p}: corrupt GGUF: general.alignment {a!r} is not a power of two")
             self.alignment = a
         self.tensors: list[TensorInfo] = []
         names = set()
         for _ in range(n_tensors):
+            start = cur.pos
             name = cur.string("tensor name").decode("utf-8", "replace")
+            if cur.pos - start - 8 >= GGML_MAX_NAME:
+                raise GGUFError(f"{p}: corrupt GGUF: tensor name {name[:80]!r}... is {cur.pos - start - 8} bytes "
+                                f"(llama.cpp allows {GGML_MAX_NAME - 1})")
             n_dims = cur.unpack("<I", f"dims of {name!r}")
             if not 1 <= n_dims <= 4:
                 raise GGUFError(f"{p}: corrupt GGUF: tensor {name!r} has {n_dims} dimensions")
@@ -246,8 +253,15 @@ class GGUFFile:
             self.tensors.append(TensorInfo(name, shape, ttype, offset, tensor_nbytes(shape, ttype)))
         self.data_offset = pad_to(cur.pos, self.alignment)
         data_size = self.size - self.data_offset
+        expected = 0
         for t in self.tensors:
-            if t.offset % self.alignment or t.offset + t.nbytes > data_size:
+            # llama.cpp (gguf.cpp) requires the tensors back to back in header order, each padded to the
+            # alignment; an offset anywhere else would have the trim copy other bytes than llama.cpp reads
+            if t.offset != expected:
+                raise GGUFError(f"{p}: corrupt GGUF: tensor {t.name!r} has data offset {t.offset}, expected "
+                                f"{expected} (tensors must follow each other in header order)")
+            expected = pad_to(t.offset + t.nbytes, self.alignment)
+            if t.offset + t.nbytes > data_size:
                 raise GGUFError(f"{p}: truncated or corrupt GGUF: tensor {t.name!r} "
                                 f"(bytes {t.offset}..{t.offset + t.nbytes} of the data section) lies "
                                 f"outside the file's {max(data_size, 0)} data bytes")

@@ -14,6 +14,7 @@ import json
 import mmap
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -109,6 +110,9 @@ def vocab_tensors(g: GGUFFile | GGUFModel, n_vocab: int) -> list[TensorInfo]:
     out = []
     for t in g.tensors:
         if t.shape[-1] == n_vocab:
+            if t.nbytes % n_vocab:  # a 1-D quantized tensor: one block holds several tokens' values
+                raise TrimError(f"{g.path}: tensor {t.name} {t.shape} of type {t.type_name} has one value per token "
+                                "packed in blocks; gguf-trim cannot slice it by token")
             out.append(t)
         elif n_vocab in t.shape[:-1]:
             raise TrimError(f"{g.path}: tensor {t.name} {t.shape} has an n_vocab dimension that is not its "
@@ -689,8 +693,19 @@ def _check_written(path: str, n_vocab: int, tensor_names: list[str]) -> None:
 
 
 _LOAD_CHECK = r"""
-import sys
+import ctypes, os, sys
+import llama_cpp
 from llama_cpp import Llama, llama_n_vocab
+err = os.fdopen(os.dup(2), "w")  # llama-cpp-python sends fd 2 to /dev/null while loading
+last = [0]
+@llama_cpp.llama_log_callback
+def log(level, text, user_data):
+    if level != 5:  # 5 continues the previous message
+        last[0] = level
+    if last[0] == 4:  # errors only: the reason a load fails
+        err.write(text.decode("utf-8", "replace"))
+        err.flush()
+llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
 llm = Llama(sys.argv[1], vocab_only=True, verbose=False)
 n = llama_n_vocab(llm._model.vocab)
 ids = llm.tokenize("Hello, thế giới! Tiếng Việt 123".encode(), add_bos=False, special=False)
@@ -703,7 +718,24 @@ def _spawn_load_check(path: str | Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _finish_load_check(proc: subprocess.Popen, n_vocab: int | None, timeout: float = 300) -> None:
+def _failure_reason(err: str, returncode: int) -> str:
+    """One line on why the child failed: llama.cpp's own error if it logged one, else the signal or
+    the child's last line (the Python exception)."""
+    lines = [ln.strip() for ln in (err or "").splitlines() if ln.strip()]
+    for ln in lines:
+        if "error loading model:" in ln:
+            return ln.split("error loading model:", 1)[1].strip()
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"llama.cpp crashed ({name})"
+    return lines[-1] if lines else f"exit code {returncode}"
+
+
+def _finish_load_check(proc: subprocess.Popen, n_vocab: int | None, timeout: float = 300,
+                       what: str = "the trimmed vocabulary") -> None:
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -711,15 +743,14 @@ def _finish_load_check(proc: subprocess.Popen, n_vocab: int | None, timeout: flo
         proc.communicate()
         raise TrimError("the llama.cpp load check timed out") from None
     if proc.returncode != 0:
-        lines = [ln for ln in (err or "").strip().splitlines() if ln.strip()]
-        why = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise TrimError(f"llama.cpp cannot load the trimmed vocabulary: {why}")
+        raise TrimError(f"llama.cpp cannot load {what}: {_failure_reason(err, proc.returncode)}")
     n = int(out.split()[0])
     if n_vocab is not None and n != n_vocab:
         raise TrimError(f"llama.cpp loaded {n} tokens, expected {n_vocab}")
 
 
-def load_check(path: str | Path, n_vocab: int | None = None, timeout: float = 300) -> None:
+def load_check(path: str | Path, n_vocab: int | None = None, timeout: float = 300,
+               what: str = "the trimmed vocabulary") -> None:
     """Load the vocabulary with llama-cpp-python in a child process (llama.cpp aborts on some
     invalid vocabularies, which must not take this process down) and tokenize a probe text."""
-    _finish_load_check(_spawn_load_check(path), n_vocab, timeout)
+    _finish_load_check(_spawn_load_check(path), n_vocab, timeout, what)

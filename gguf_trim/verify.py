@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import TrimError
 from .shards import model_size, open_model
+from .vocab import Vocab
 
 
 def kept_ids_of(trimmed: str | Path, original_n_vocab: int | None = None) -> np.ndarray:
@@ -60,16 +61,49 @@ def quiet_llama() -> None:
     llama_cpp.llama_log_set(_cb, ctypes.c_void_p(0))
 
 
+_LOADS: set[tuple[str, int, int]] = set()  # files (path, size, mtime) a child process has loaded
+
+
+def check_loads(*paths: str | Path) -> None:
+    """Load each file's vocabulary in a child process first (in parallel, once per file version):
+    llama.cpp aborts the whole process on some invalid vocabularies (duplicate token texts, ...),
+    and this one must end with a clear error instead. Missing files are left to the caller."""
+    from .rewrite import _finish_load_check, _spawn_load_check
+
+    todo = {}
+    for path in paths:
+        if not Path(path).is_file():
+            continue
+        with open_model(path) as m:  # our validating parser first (every shard): clean errors for corrupt files
+            path = m.path  # llama.cpp loads a split model from its first shard
+        st = os.stat(path)
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _LOADS and key not in todo:
+            todo[key] = path
+    procs = [(key, path, _spawn_load_check(path)) for key, path in todo.items()]
+    try:
+        for key, path, proc in procs:
+            _finish_load_check(proc, None, what=str(path))
+            _LOADS.add(key)
+    finally:
+        for _, _, proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
 def load_llama(path: str | Path, vocab_only: bool = False, n_ctx: int = 512, logits_all: bool = False,
                n_threads: int | None = None, n_gpu_layers: int = 0):
-    """A llama_cpp.Llama, with llama.cpp's load errors turned into one-line TrimErrors."""
+    """A llama_cpp.Llama, with llama.cpp's load errors turned into one-line TrimErrors (and its
+    aborts kept in a child process: `check_loads`)."""
     from llama_cpp import Llama
 
     quiet_llama()
     if not Path(path).is_file():
         raise TrimError(f"{path}: no such file")
-    with open_model(path) as m:  # our validating parser first (every shard): clean errors for corrupt files
+    with open_model(path) as m:
         path = m.path  # llama.cpp loads a split model from its first shard
+    check_loads(path)  # parses every shard, then llama.cpp in a child: its aborts stay there
     try:
         return Llama(str(path), vocab_only=vocab_only, n_ctx=n_ctx, logits_all=logits_all,
                      n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers, verbose=False)
@@ -190,6 +224,12 @@ def bpb_summary(a: list, b: list) -> dict[str, Any]:
 def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = (), logits: int = 0,
            worst: int = 5, bpb_lines: int = 0) -> dict[str, Any]:
     """Fidelity, logits and load report of a trimmed file (see the module docstring)."""
+    for path in (original, trimmed):  # what trim would refuse in the input, said as trim says it
+        if not Path(path).is_file():
+            raise TrimError(f"{path}: no such file")
+        with open_model(path) as g:
+            Vocab.from_gguf(g)
+    check_loads(original, trimmed)  # both children at once
     orig = load_llama(original, vocab_only=True)
     trim = load_llama(trimmed, vocab_only=True)
     try:

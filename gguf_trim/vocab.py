@@ -11,10 +11,12 @@ token so that trimming can keep every token a kept token is built from.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from gguf.constants import GGUFValueType
 
 from .errors import TrimError
 from .gguf_io import GGUFFile
@@ -37,6 +39,56 @@ SPM_SPACE = "\u2581"
 # a token is taken whole, without merges (llama-vocab.cpp, llm_tokenizer_bpe_session::tokenize).
 SPM_STYLE_BPE_PRES = ("gemma4", "granite-embed-multi-311m", "sarvam-moe")
 WHOLE_NEWLINE_PRES = ("gemma4", "granite-embed-multi-311m")
+
+_T = GGUFValueType
+# The one GGUF type llama.cpp reads each tokenizer key as (llama-vocab.cpp; its get_key throws "key ...
+# has wrong type" on any other, and arrays of another element type are "invalid gguf type"). A file
+# with another type does not load, so it is refused with that reason rather than trimmed: the rewrite
+# would write special ids as UINT32 and so turn a file llama.cpp refuses into one it loads, or copy the
+# key and fail later with a vaguer error.
+KEY_TYPES: dict[str, GGUFValueType] = {
+    **{k: _T.UINT32 for k in SPECIAL_ID_KEYS}, "tokenizer.ggml.model": _T.STRING, "tokenizer.ggml.pre": _T.STRING,
+    "tokenizer.ggml.token_type_count": _T.UINT32,
+    **{f"tokenizer.ggml.{k}": _T.BOOL for k in ("add_bos_token", "add_eos_token", "add_sep_token", "add_space_prefix",
+                                                "remove_extra_whitespaces")},
+}
+ARRAY_TYPES: dict[str, tuple[GGUFValueType, ...]] = {
+    "tokenizer.ggml.tokens": (_T.STRING,), "tokenizer.ggml.scores": (_T.FLOAT32, _T.INT32),
+    "tokenizer.ggml.token_type": (_T.INT32,), SUPPRESS_KEY: (_T.INT32,),
+}
+_BYTE_TEXT = re.compile(rb"<0x[0-9A-Fa-f]{2}>")
+# tensors llama.cpp creates with exactly one row per token (its n_vocab is the token count)
+ROW_PER_TOKEN = ("token_embd.weight", "output.weight")
+
+
+def check_llama_reads(g: GGUFFile, model: str, n: int) -> None:
+    """Refuse what llama.cpp would refuse about the tokenizer keys' types and the vocab tensors' rows."""
+    p = str(g.path)
+    arrays = {**ARRAY_TYPES, **({"tokenizer.ggml.merges": (_T.STRING,)} if model in ("gpt2", "gemma4") else {})}
+    for key, f in g.fields.items():
+        want = KEY_TYPES.get(key)
+        if want is not None and f.vtype != want:
+            raise TrimError(f"{p}: {key} is {f.vtype.name}, but llama.cpp reads it only as {want.name} "
+                            "(it refuses this file)")
+        subs = arrays.get(key)
+        if subs is not None and (f.vtype != _T.ARRAY or f.subtype not in subs):
+            have = f.vtype.name if f.vtype != _T.ARRAY else f"an array of {f.subtype.name}"
+            raise TrimError(f"{p}: {key} is {have}, but llama.cpp reads it only as an array of "
+                            + " or ".join(t.name for t in subs) + " (it refuses this file)")
+    types = g.get("tokenizer.ggml.token_type")
+    if isinstance(types, np.ndarray):
+        tokens = g.get("tokenizer.ggml.tokens")
+        for i in np.flatnonzero(types[:n] == BYTE).tolist():
+            # llama.cpp reads a BYTE token's value from its text[3:5] (SPM and BPE alike): a shorter text
+            # makes it throw, a malformed one is silently read as another byte
+            if not _BYTE_TEXT.fullmatch(tokens[i]):
+                raise TrimError(f"{p}: token {i} {tokens[i].decode('utf-8', 'backslashreplace')!r} has type BYTE "
+                                "but is not a <0xNN> byte token (llama.cpp refuses or mis-reads it)")
+    for name in ROW_PER_TOKEN:
+        t = g.tensor(name)
+        if t is not None and t.shape[-1] != n:
+            raise TrimError(f"{p}: {name} has {t.shape[-1]} rows but tokenizer.ggml.tokens has {n} tokens "
+                            "(llama.cpp needs one row per token and refuses this file)")
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -87,6 +139,7 @@ class Vocab:
             dup = next(t for t in tokens if t in seen or seen.add(t))
             raise TrimError(f"{p}: duplicate token text {dup.decode('utf-8', 'backslashreplace')!r} "
                             "(llama.cpp aborts on such a vocabulary)")
+        check_llama_reads(g, model, n)
         types = g.get("tokenizer.ggml.token_type")
         if types is None:
             types = np.full(n, NORMAL, dtype=np.int32)
