@@ -212,6 +212,10 @@ def _new_metadata(g: GGUFModel, sel: Selection, source_sha: str | None, pad: lis
         else:
             assert f.raw is not None
             kv.append(f.raw)
+    for name, old in vocab.implicit_special_ids.items():
+        # llama.cpp gave the source this default id; after renumbering the default would name
+        # another token, so the trimmed file says which one explicitly
+        kv.append(encode_field(name, GGUFValueType.UINT32, int(new_id[old])))
     kv.extend(_provenance(g, sel, source_sha, pad))
     return kv, len(merges or ())
 

@@ -58,7 +58,7 @@ def required_ids(vocab: Vocab) -> dict[int, str]:
     req: dict[int, str] = {}
     for i in np.flatnonzero(np.isin(vocab.types, SPECIAL_TYPES)).tolist():
         req[i] = "special"
-    for i in vocab.special_ids.values():
+    for i in [*vocab.special_ids.values(), *vocab.implicit_special_ids.values()]:
         if 0 <= i < vocab.n:
             req.setdefault(i, "special-id")
     for i in vocab.byte_token_ids():

@@ -31,6 +31,13 @@ SPECIAL_ID_KEYS = tuple(f"tokenizer.ggml.{k}_token_id" for k in (
     "bos", "eos", "eot", "eom", "unknown", "seperator", "padding", "mask", "cls",
     "fim_pre", "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep", "prefix", "suffix", "middle"))
 SUPPRESS_KEY = "tokenizer.ggml.suppress_tokens"
+# llama.cpp's default special ids per tokenizer model (llama-vocab.cpp, llama_vocab::impl::load), used
+# when the key is missing or out of range; gemma4 has none
+LLAMA_DEFAULT_IDS = {
+    "llama": {"tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+              "tokenizer.ggml.unknown_token_id": 0},
+    "gpt2": {"tokenizer.ggml.bos_token_id": 11, "tokenizer.ggml.eos_token_id": 11},
+}
 SUPPORTED_MODELS = {"gpt2": "byte-level BPE", "llama": "SentencePiece", "gemma4": "BPE on SentencePiece-style text"}
 SPM_SPACE = "\u2581"
 # Pre-tokenizers with which llama.cpp runs BPE on raw UTF-8 with spaces escaped as U+2581 and
@@ -117,6 +124,8 @@ class Vocab:
     scores: np.ndarray | None  # float32 per token
     merges: list[bytes] | None
     special_ids: dict[str, int] = field(default_factory=dict)
+    # keys the file lacks (or holds out of range) for which llama.cpp falls back to a default id
+    implicit_special_ids: dict[str, int] = field(default_factory=dict)
     source: str = ""
     add_space_prefix: bool = False  # SPM: llama.cpp puts a space before text (default on unless the key says no)
 
@@ -157,11 +166,16 @@ class Vocab:
             v = g.get(k)
             if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
                 special[k] = int(v)
+        implicit = {}
+        for k, d in LLAMA_DEFAULT_IDS.get(model, {}).items():
+            if not 0 <= special.get(k, -1) < n and d < n:
+                implicit[k] = d  # llama.cpp uses its default id for a missing or out-of-range key
         asp = g.get("tokenizer.ggml.add_space_prefix")
         return cls(model=model, pre=pre.decode("utf-8", "replace") if isinstance(pre, bytes) else pre,
                    tokens=tokens, types=np.asarray(types[:n], dtype=np.int32),
                    scores=None if scores is None else np.asarray(scores[:n], dtype=np.float32),
-                   merges=merges if isinstance(merges, list) else None, special_ids=special, source=p,
+                   merges=merges if isinstance(merges, list) else None, special_ids=special,
+                   implicit_special_ids=implicit, source=p,
                    # llama.cpp's BPE path never puts a space in front, whatever the key says
                    add_space_prefix=model == "llama" and (bool(asp) if asp is not None else True))
 

@@ -143,3 +143,34 @@ def test_drop_and_keep_lists(tmp_path):
     (tmp_path / "bad.txt").write_text("no-such-token-anywhere\n", encoding="utf-8")
     with pytest.raises(TrimError, match="not a token"):
         read_token_list(tmp_path / "bad.txt", v)
+
+
+@pytest.mark.parametrize("case", ["missing", "out-of-range"])
+def test_llama_cpp_default_special_ids_keep_naming_the_same_token(case, tmp_path):
+    """A BPE file without (or with an out-of-range) bos/eos key gets llama.cpp's default id 11. With id 3
+    swapped for a Chinese token, the trim drops id 3 and renumbers: the trimmed file must name the
+    token that was id 11 explicitly, or llama.cpp's default would point at the next one."""
+    from gguf.constants import GGUFValueType as V
+
+    from gguf_trim.gguf_io import GGUF_MAGIC, encode_field
+
+    with GGUFFile(vocab_file("gpt-2")) as g:
+        tokens = list(g.get("tokenizer.ggml.tokens"))
+        han = next(i for i, t in enumerate(tokens) if judge_bytes(Vocab.from_gguf(g).pieces[i])[1] == "CJK")
+        tokens[3], tokens[han] = tokens[han], tokens[3]
+        kv = []
+        for name, f in g.fields.items():
+            if name in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
+                continue
+            kv.append(encode_field(name, f.vtype, tokens, f.subtype) if name == "tokenizer.ggml.tokens" else f.raw)
+    if case == "out-of-range":
+        kv += [encode_field(f"tokenizer.ggml.{k}_token_id", V.UINT32, len(tokens) + 5) for k in ("bos", "eos")]
+    src = tmp_path / "gpt2-swapped.gguf"
+    src.write_bytes(GGUF_MAGIC + np.array([3], "<u4").tobytes() + np.array([0, len(kv)], "<u8").tobytes()
+                    + b"".join(kv))
+    out = tmp_path / "t.gguf"
+    trim(src, out)
+    a, b = load_llama(src, vocab_only=True), load_llama(out, vocab_only=True)
+    kept = kept_ids_of(out)
+    assert a.token_bos() == a.token_eos() == 11 and 3 not in kept.tolist()
+    assert kept[b.token_bos()] == 11 and kept[b.token_eos()] == 11 and b.token_bos() == 10
