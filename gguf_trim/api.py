@@ -117,7 +117,7 @@ def inspect(model: str | Path) -> dict[str, Any]:
             "shards": [{"path": str(s.path), "size": s.size, "tensors": len(s.tensors)} for s in g.shards]
             if g.is_split else None,
             "name": g.fields["general.name"].text() if "general.name" in g.fields else None,
-            "tokenizer": vocab.model, "pre": vocab.pre, "n_vocab": vocab.n,
+            "tokenizer": vocab.model, "pre": vocab.pre_type, "n_vocab": vocab.n,
             "n_merges": len(vocab.merges or ()), "vocab_sha256": vocab.sha256,
             "token_types": {TYPE_NAMES.get(int(k), str(k)): int(v)
                             for k, v in zip(*np.unique(vocab.types, return_counts=True))},

@@ -184,7 +184,8 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, ha
         click.echo(f"  closure added {len(sel.closure_added)}: {shown}")
     if note := _selection_note(sel):
         click.echo(f"  chosen from: {note}")
-    click.echo(f"  sliced: {', '.join(res.sliced_tensors)}; merges {res.merges_original:,} -> {res.merges_trimmed:,}"
+    sliced = ", ".join(res.sliced_tensors) or "none (a vocab-only file)"
+    click.echo(f"  sliced: {sliced}; merges {res.merges_original:,} -> {res.merges_trimmed:,}"
                + ("; llama.cpp load check ok" if check else ""))
     if plan_out:
         click.echo(f"  plan: {plan_out}")
