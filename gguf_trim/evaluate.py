@@ -10,6 +10,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,9 +217,10 @@ def evaluate(spec: str, pairs: list[tuple[str, str]], directions: Iterable[str] 
         raise TrimError(f"{spec}: suffix must be :guard or :noguard")
     tr = Translator(path, temperature=temperature, seed=seed, guard=guard, threads=threads, n_ctx=n_ctx,
                     **translator_options)
+    opts = {k: asdict(v) if is_dataclass(v) else v for k, v in translator_options.items()}
     result: dict[str, Any] = {"model": spec, "guard": tr._guard is not None, "prompt": tr.prompt,
                               "temperature": temperature, "seed": seed, "decoding": "sequential" if sequential
-                              else "batched", "options": translator_options, "directions": {}}
+                              else "batched", "options": opts, "directions": {}}
     try:
         for direction in directions:
             src, dst = direction.split("-")
