@@ -262,8 +262,12 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = ["| model | guard | direction | chrF | BLEU | outputs with foreign chars | foreign char rate | "
              "wrong language | tok/s |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        o = r.get("options", {})
+        flags = [k for k in ("shots", "lang_prefix") if o.get("style", {}).get(k)]
+        flags += ["reask"] if o.get("reask") else []
+        name = Path(r["model"].split(":")[0]).name + (f" ({', '.join(flags)})" if flags else "")
         for d, x in r["directions"].items():
-            lines.append(f"| {Path(r['model'].split(':')[0]).name} | {'on' if r['guard'] else 'off'} | {d} | "
+            lines.append(f"| {name} | {'on' if r['guard'] else 'off'} | {d} | "
                          f"{x['chrf']:.2f} | {x['bleu']:.2f} | {x['outputs_with_foreign']}/{x['segments']} | "
                          f"{x['foreign_char_rate']:.5f} | {x['wrong_lang']}/{x['segments']} | "
                          f"{x['tok_per_s']:.1f} |")
