@@ -24,11 +24,11 @@ from .translate import Translator
 
 
 def bench_model(model: str, texts: list[str], refs: list[str], dst: str, parallels: list[int | None],
-                n_ctx: int, threads: int | None) -> list[dict]:
+                n_ctx: int, threads: int | None, n_gpu_layers: int = 0) -> list[dict]:
     """Rows for one model: the sequential path, then batched at each parallel (None: the default)."""
     import sacrebleu
 
-    tr = Translator(model, n_ctx=n_ctx, threads=threads)
+    tr = Translator(model, n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers)
     rows = []
     try:
         tr.translate(texts[0], dst)  # warm up (page the weights in)
@@ -76,8 +76,9 @@ def markdown(rows: list[dict]) -> str:
               help="Comma-separated slot counts for the batched runs ('default': chosen from --n-ctx).")
 @click.option("--n-ctx", default=4096, show_default=True)
 @click.option("--threads", type=int)
+@click.option("--n-gpu-layers", default=0, show_default=True, help="Layers to offload (CUDA build).")
 @click.option("--json", "json_out", type=click.Path())
-def main(models, pairs, n_pairs, dst, parallels, n_ctx, threads, json_out) -> None:
+def main(models, pairs, n_pairs, dst, parallels, n_ctx, threads, n_gpu_layers, json_out) -> None:
     data = read_pairs(pairs, n_pairs)
     texts = [en if dst == "vi" else vi for en, vi in data]
     refs = [vi if dst == "vi" else en for en, vi in data]
@@ -85,7 +86,7 @@ def main(models, pairs, n_pairs, dst, parallels, n_ctx, threads, json_out) -> No
     rows = []
     for m in models:
         click.echo(f"{m}: {len(texts)} segments ...", err=True)
-        rows += bench_model(m, texts, refs, dst, pars, n_ctx, threads)
+        rows += bench_model(m, texts, refs, dst, pars, n_ctx, threads, n_gpu_layers)
     click.echo(f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPU cores ({platform.machine()}), "
                f"load average {os.getloadavg()[0]:.2f}, n_ctx {n_ctx}")
     click.echo(markdown(rows))
