@@ -11,7 +11,7 @@ LLAMA_CPP_PYTHON_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a3637
 CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
-.PHONY: setup setup-gpu vendor models models-big test lint demo bench frontier clean
+.PHONY: setup setup-gpu setup-train vendor models models-big test test-train lint demo bench bench-refine frontier clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,18 @@ $(VENV)/.installed: pyproject.toml
 setup-gpu: setup
 	CMAKE_ARGS="$(GPU_CMAKE_ARGS)" $(VPY) -m pip install --force-reinstall --no-deps --no-cache-dir \
 		"llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+
+# The `train` extra for `gguf-trim refine`: PyTorch, transformers, accelerate. torch 2.13.0 because this
+# project's machines hold a CPU build of it that pip takes without a download; elsewhere pip fetches PyPI's
+# (CUDA) build of it. TORCH_SPEC=torch picks the newest instead.
+TORCH_SPEC ?= torch==2.13.0
+setup-train: $(VENV)/.installed-train
+
+$(VENV)/.installed-train: $(VENV)/.installed pyproject.toml
+	$(VPY) -m pip install "$(TORCH_SPEC)"
+	$(VPY) -m pip install -e ".[dev,train]"
+	$(VPY) -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+	touch $@
 
 vendor: vendor/llama.cpp/.extracted
 
@@ -50,6 +62,10 @@ models-big:
 
 test: setup models
 	$(VPY) -m pytest -q tests
+
+# Training tests (refine): need the train extra, so `make test` does not collect them.
+test-train: setup-train models
+	$(VPY) -m pytest -q tests_train
 
 lint: setup
 	$(VPY) -m ruff check gguf_trim tests scripts
