@@ -92,6 +92,24 @@ bench: setup models
 		--synthetic-7b models --synthetic-split 2G --vocab models/vocab-qwen2.gguf --runs 5 --json docs/bench-trim.json
 	$(VPY) -m gguf_trim.cli vram --spec all --quant Q4_K_M
 
+# Refining an extension (issue 12): Gemma-3-270m trimmed, extended with 2,000 compound words ranked on the
+# training text, then the new rows trained on train/{vi,en}.txt; bits per byte against the trimmed model on
+# the held-out dev text, tokens and decode speed. REFINE_TOKENS=... trains longer (e.g. on a GPU box with
+# REFINE_ARGS="--device cuda"); REFINE_ARGS="--threads 1" is faster on a CPU another job shares.
+REFINE_TOKENS ?= 480000
+REFINE_ARGS   ?=
+GEMMA_ENVI    := models/gemma-3-270m-q4_k_m.envi
+bench-refine: setup-train models
+	mkdir -p docs
+	$(VPY) -m gguf_trim.cli trim models/gemma-3-270m-q4_k_m.gguf -o $(GEMMA_ENVI).gguf
+	$(VPY) -m gguf_trim.cli extend $(GEMMA_ENVI).gguf --words $(SHARED)/lexicon/vi_compounds.tsv --top 2000 \
+		--corpus $(SHARED)/corpus/train/vi.txt -o $(GEMMA_ENVI).vi2000.gguf
+	$(VPY) -m gguf_trim.cli refine $(GEMMA_ENVI).vi2000.gguf --corpus $(SHARED)/corpus/train/vi.txt \
+		--corpus $(SHARED)/corpus/train/en.txt -o $(GEMMA_ENVI).vi2000.refined.gguf --tokens $(REFINE_TOKENS) \
+		--batch 4 --seq-len 256 --lr 2e-3 --eval-every 50 --json docs/refine.json $(REFINE_ARGS)
+	$(VPY) -m gguf_trim.refine_bench $(GEMMA_ENVI).gguf $(GEMMA_ENVI).vi2000.gguf $(GEMMA_ENVI).vi2000.refined.gguf \
+		--vi $(SHARED)/corpus/dev/vi.txt --en $(SHARED)/corpus/dev/en.txt --json docs/refine-bench.json
+
 # Compact profile frontier: sizes 35-60% chosen from the train corpus; line fidelity on the held-out
 # dev text for all three, bits per byte for the two models with weights; counting speed.
 frontier: setup models

@@ -140,6 +140,18 @@ class RowModel(nn.Module):
         self.head = head
         self.scale = getattr(emb, "embed_scale", None)  # Gemma scales embeddings by sqrt(n_embd)
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        self.out_old: torch.Tensor | None = None
+
+    def lower_precision(self, dtype: torch.dtype) -> None:
+        """Frozen matmul weights in `dtype` (bfloat16 runs on AMX/tensor cores), cast once here rather
+        than by autocast on every call; norms, embeddings and the trained rows stay float32. The
+        old rows of the output matrix get their own low-precision copy (the embedding lookup keeps
+        the float32 matrix)."""
+        head_w = self.head.weight
+        for mod in self.model.modules():
+            if isinstance(mod, nn.Linear) and mod.weight is not head_w:
+                mod.to(dtype)
+        self.out_old = head_w[: self.start].detach().to(dtype).contiguous()
 
     def trainable(self) -> list[nn.Parameter]:
         return [self.new_in] if self.tied else [self.new_in, self.new_out]
@@ -169,8 +181,8 @@ class RowModel(nn.Module):
         return self.model.model(inputs_embeds=x, use_cache=False).last_hidden_state
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        w = self.head.weight
-        out = torch.cat([h @ w[: self.start].T, h @ self.new_out.to(w.dtype).T], dim=-1)
+        old = self.out_old if self.out_old is not None else self.head.weight[: self.start]
+        out = torch.cat([h @ old.T, h @ self.new_out.to(old.dtype).T], dim=-1)
         if self.softcap:
             out = torch.tanh(out / self.softcap) * self.softcap
         return out
@@ -362,13 +374,16 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
             f"{check['positions_with_new_tokens']} added tokens): max |logit diff| {check['max_abs_diff']:.3g}, "
             f"argmax agreement {check['argmax_agreement']:.1%}, bits/byte {check['bpb_llama_cpp']:.4f} (llama.cpp) "
             f"vs {check['bpb_float']:.4f} (float)")
-        if check["argmax_agreement"] < 0.9:
-            raise TrimError("the float model does not reproduce llama.cpp's predictions (argmax agreement "
-                            f"{check['argmax_agreement']:.1%}); refusing to train it")
+        # Quantized matmuls move logits by a few units and flip near-ties (Gemma-3-270m Q4_K_M: max 3-4,
+        # argmax 91-94%, bits/byte within 1%); a float model built wrongly (rope, norms) is far off.
+        off = abs(check["bpb_float"] / check["bpb_llama_cpp"] - 1)
+        if off > 0.1 or check["argmax_agreement"] < 0.5:
+            raise TrimError(f"the float model does not reproduce llama.cpp's predictions (bits/byte {off:.1%} apart, "
+                            f"argmax agreement {check['argmax_agreement']:.1%}); refusing to train it")
 
     rm.to(device)
     if dtype != torch.float32:
-        model.to(dtype)  # the frozen weights; the trained rows stay float32
+        rm.lower_precision(dtype)
     packer = Packer(model_path, opts.seq_len)
     try:
         held = list(packer.sequences(iter(held_lines)))
@@ -396,6 +411,8 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
             rate = report.tokens_trained / (time.perf_counter() - t_train)
             bar.set_postfix(loss=f"{ema:.3f}", tok_s=f"{rate:.0f}")
             bar.update()
+            if not opts.progress and (step % 20 == 0 or step == steps):  # a log file gets a line now and then
+                log(f"step {step}/{steps}: {report.tokens_trained:,} tokens, loss {ema:.4f}, {rate:.0f} tokens/s")
             if opts.eval_every and step % opts.eval_every == 0 and step < steps:
                 r = evaluate(rm, held, held_bytes, device, dtype, opts.batch)
                 report.curve.append({"step": step, "tokens": report.tokens_trained, **r})
