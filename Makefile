@@ -96,7 +96,7 @@ bench: setup models
 # training text, then the new rows trained on train/{vi,en}.txt; bits per byte against the trimmed model on
 # the held-out dev text, tokens and decode speed. REFINE_TOKENS=... trains longer (e.g. on a GPU box with
 # REFINE_ARGS="--device cuda"); REFINE_ARGS="--threads 1" is faster on a CPU another job shares.
-REFINE_TOKENS ?= 480000
+REFINE_TOKENS ?= 200000
 REFINE_ARGS   ?=
 GEMMA_ENVI    := models/gemma-3-270m-q4_k_m.envi
 bench-refine: setup-train models
@@ -106,7 +106,7 @@ bench-refine: setup-train models
 		--corpus $(SHARED)/corpus/train/vi.txt -o $(GEMMA_ENVI).vi2000.gguf
 	$(VPY) -m gguf_trim.cli refine $(GEMMA_ENVI).vi2000.gguf --corpus $(SHARED)/corpus/train/vi.txt \
 		--corpus $(SHARED)/corpus/train/en.txt -o $(GEMMA_ENVI).vi2000.refined.gguf --tokens $(REFINE_TOKENS) \
-		--batch 4 --seq-len 256 --lr 2e-3 --eval-every 50 --json docs/refine.json $(REFINE_ARGS)
+		--batch 4 --seq-len 256 --lr 3e-4 --warmup 10 --eval-every 40 --json docs/refine.json $(REFINE_ARGS)
 	$(VPY) -m gguf_trim.refine_bench $(GEMMA_ENVI).gguf $(GEMMA_ENVI).vi2000.gguf $(GEMMA_ENVI).vi2000.refined.gguf \
 		--vi $(SHARED)/corpus/dev/vi.txt --en $(SHARED)/corpus/dev/en.txt --json docs/refine-bench.json
 

@@ -614,8 +614,9 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
 @click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps (instead of --tokens).")
 @click.option("--seq-len", default=256, show_default=True, type=click.IntRange(min=8))
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1), help="Sequences per step.")
-@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=3e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Adam learning rate (warm-up, then cosine to 10%).")
+@click.option("--warmup", default=20, show_default=True, type=click.IntRange(min=0), help="Warm-up steps.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"]),
@@ -633,7 +634,7 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Load the output with llama.cpp (weights too) before renaming it into place.")
 @_errors
-def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, seed, device, dtype, heldout, eval_every,
+def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, seed, device, dtype, heldout, eval_every,
            check_lines, threads, export_rows, import_rows, json_out, check):
     """Train the rows of the tokens `extend` added (every other weight frozen) and write them back."""
     from .refine import added_rows, open_single, require_train_stack, save_rows, write_rows
@@ -658,7 +659,8 @@ def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, seed, devic
 
     from .refine_train import RefineOptions, refine_rows
 
-    opts = RefineOptions(tokens=tokens, steps=steps, seq_len=seq_len, batch=batch, lr=lr, seed=seed, device=device,
+    opts = RefineOptions(tokens=tokens, steps=steps, seq_len=seq_len, batch=batch, lr=lr, warmup=warmup, seed=seed,
+                         device=device,
                          dtype=dtype, heldout_lines=heldout, check_lines=check_lines, eval_every=eval_every,
                          threads=threads, progress=sys.stderr.isatty())
     rows, report = refine_rows(model, list(corpus), opts, log=lambda m: click.echo(m, err=True))

@@ -43,7 +43,7 @@ class RefineOptions:
     steps: int | None = None
     seq_len: int = 256
     batch: int = 8
-    lr: float = 2e-3
+    lr: float = 3e-4
     warmup: int = 20
     seed: int = 0
     device: str = "auto"
