@@ -92,12 +92,21 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        amx = getattr(torch._C._cpu, "_is_amx_tile_supported", lambda: False)()
-        return torch.bfloat16 if amx else torch.float32
+        return torch.bfloat16 if _cpu_has_bf16() else torch.float32
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     except KeyError:
         raise TrimError(f"unknown --dtype {dtype!r} (float32, bfloat16, auto)") from None
+
+
+def _cpu_has_bf16() -> bool:
+    """Does this CPU multiply bfloat16 natively (AMX or AVX512-BF16)? Linux's cpuinfo flags say."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def load_float_model(path: str | Path) -> nn.Module:
