@@ -11,7 +11,8 @@ LLAMA_CPP_PYTHON_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a3637
 CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
-.PHONY: setup setup-gpu vendor models models-big test lint demo bench bench-translate frontier clean
+.PHONY: setup setup-gpu setup-train vendor models models-big test test-train lint demo bench bench-translate \
+	bench-refine frontier clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +28,18 @@ $(VENV)/.installed: pyproject.toml
 setup-gpu: setup
 	CMAKE_ARGS="$(GPU_CMAKE_ARGS)" $(VPY) -m pip install --force-reinstall --no-deps --no-cache-dir \
 		"llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+
+# The `train` extra for `gguf-trim refine`: PyTorch, transformers, accelerate. torch 2.13.0 because this
+# project's machines hold a CPU build of it that pip takes without a download; elsewhere pip fetches PyPI's
+# (CUDA) build of it. TORCH_SPEC=torch picks the newest instead.
+TORCH_SPEC ?= torch==2.13.0
+setup-train: $(VENV)/.installed-train
+
+$(VENV)/.installed-train: $(VENV)/.installed pyproject.toml
+	$(VPY) -m pip install "$(TORCH_SPEC)"
+	$(VPY) -m pip install -e ".[dev,train]"
+	$(VPY) -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+	touch $@
 
 vendor: vendor/llama.cpp/.extracted
 
@@ -50,6 +63,10 @@ models-big:
 
 test: setup models
 	$(VPY) -m pytest -q tests
+
+# Training tests (refine): need the train extra, so `make test` does not collect them.
+test-train: setup-train models
+	$(VPY) -m pytest -q tests_train
 
 lint: setup
 	$(VPY) -m ruff check gguf_trim tests scripts
@@ -82,6 +99,24 @@ bench-translate: setup models
 	mkdir -p docs
 	$(VPY) -m gguf_trim.bench_translate models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
 		--pairs $(SHARED)/corpus/dev/prose.en-vi.tsv --n 64 --json docs/bench-translate.json
+
+# Refining an extension (issue 12): Gemma-3-270m trimmed, extended with 2,000 compound words ranked on the
+# training text, then the new rows trained on train/{vi,en}.txt; bits per byte against the trimmed model on
+# the held-out dev text, tokens and decode speed. REFINE_TOKENS=... trains longer (e.g. on a GPU box with
+# REFINE_ARGS="--device cuda"); REFINE_ARGS="--threads 1" is faster on a CPU another job shares.
+REFINE_TOKENS ?= 200000
+REFINE_ARGS   ?=
+GEMMA_ENVI    := models/gemma-3-270m-q4_k_m.envi
+bench-refine: setup-train models
+	mkdir -p docs
+	$(VPY) -m gguf_trim.cli trim models/gemma-3-270m-q4_k_m.gguf -o $(GEMMA_ENVI).gguf
+	$(VPY) -m gguf_trim.cli extend $(GEMMA_ENVI).gguf --words $(SHARED)/lexicon/vi_compounds.tsv --top 2000 \
+		--corpus $(SHARED)/corpus/train/vi.txt -o $(GEMMA_ENVI).vi2000.gguf
+	$(VPY) -m gguf_trim.cli refine $(GEMMA_ENVI).vi2000.gguf --corpus $(SHARED)/corpus/train/vi.txt \
+		--corpus $(SHARED)/corpus/train/en.txt -o $(GEMMA_ENVI).vi2000.refined.gguf --tokens $(REFINE_TOKENS) \
+		--batch 4 --seq-len 256 --lr 3e-4 --warmup 10 --eval-every 40 --json docs/refine.json $(REFINE_ARGS)
+	$(VPY) -m gguf_trim.refine_bench $(GEMMA_ENVI).gguf $(GEMMA_ENVI).vi2000.gguf $(GEMMA_ENVI).vi2000.refined.gguf \
+		--vi $(SHARED)/corpus/dev/vi.txt --en $(SHARED)/corpus/dev/en.txt --json docs/refine-bench.json
 
 # Compact profile frontier: sizes 35-60% chosen from the train corpus; line fidelity on the held-out
 # dev text for all three, bits per byte for the two models with weights; counting speed.

@@ -698,5 +698,80 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
         click.echo(f"  exported {n:,} new rows to {export_rows}")
 
 
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--corpus", "corpus", multiple=True,
+              help="Text to train on (.txt/.jsonl/.tsv/.parquet, folders, hf:NAME); repeatable. Each is split "
+                   "into training and held-out lines.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Refined GGUF to write.")
+@click.option("--tokens", default=200_000, show_default=True, type=click.IntRange(min=1),
+              help="Training tokens (predicted positions).")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps (instead of --tokens).")
+@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(min=8))
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1), help="Sequences per step.")
+@click.option("--lr", default=3e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate (warm-up, then cosine to 10%).")
+@click.option("--warmup", default=20, show_default=True, type=click.IntRange(min=0), help="Warm-up steps.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"]),
+              help="Frozen weights' precision; auto: bfloat16 on CUDA and on CPUs with AMX/AVX512-BF16.")
+@click.option("--heldout", default=300, show_default=True, type=click.IntRange(min=1),
+              help="Held-out lines per corpus (at most 5% of it), scored before and after.")
+@click.option("--eval-every", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Also score the held-out lines every N steps (the curve).")
+@click.option("--check-lines", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Held-out lines on which the float model's logits are compared with llama.cpp's first.")
+@click.option("--threads", type=click.IntRange(min=1), help="PyTorch CPU threads (default: all cores).")
+@click.option("--export-rows", type=click.Path(), help="Also write the trained rows (float32) to this .npz.")
+@click.option("--import-rows", type=click.Path(), help="Write these rows (.npz) instead of training (no PyTorch).")
+@click.option("--json", "json_out", type=click.Path(), help="Write the report as JSON.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Load the output with llama.cpp (weights too) before renaming it into place.")
+@_errors
+def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, seed, device, dtype, heldout, eval_every,
+           check_lines, threads, export_rows, import_rows, json_out, check):
+    """Train the rows of the tokens `extend` added (every other weight frozen) and write them back."""
+    from .refine import added_rows, open_single, require_train_stack, save_rows, write_rows
+    from .refine import import_rows as do_import
+    from .rewrite import check_output
+
+    t0 = time.perf_counter()
+    check_output(output, model)
+    with open_single(model) as g:
+        added = added_rows(g)
+    if import_rows:
+        if corpus:
+            raise TrimError("--import-rows writes given rows; it takes no --corpus")
+        out = do_import(model, import_rows, output, check=check)
+        click.echo(f"{out}: {len(added.ids):,} rows of {', '.join(added.tensors)} from {import_rows} "
+                   f"in {time.perf_counter() - t0:.1f} s")
+        return
+    if not corpus:
+        raise TrimError("give --corpus text to train on (or --import-rows rows trained elsewhere)")
+    require_train_stack()
+    from dataclasses import asdict
+
+    from .refine_train import RefineOptions, refine_rows
+
+    opts = RefineOptions(tokens=tokens, steps=steps, seq_len=seq_len, batch=batch, lr=lr, warmup=warmup, seed=seed,
+                         device=device,
+                         dtype=dtype, heldout_lines=heldout, check_lines=check_lines, eval_every=eval_every,
+                         threads=threads, progress=sys.stderr.isatty())
+    rows, report = refine_rows(model, list(corpus), opts, log=lambda m: click.echo(m, err=True))
+    if export_rows:
+        save_rows(export_rows, added, rows)
+    meta = {"from": "training", "corpus": ",".join(Path(c).name for c in corpus), "tokens": report.tokens_trained,
+            "steps": report.steps, "seq_len": seq_len, "batch": batch, "lr": float(lr), "seed": seed,
+            "heldout_bpb_before": report.before["bpb"], "heldout_bpb_after": report.after_written["bpb"]}
+    out = write_rows(model, output, rows, meta, check=check)
+    click.echo(f"{out}: {report.n_added:,} rows of {', '.join(report.tensors)} trained on {report.tokens_trained:,} "
+               f"tokens; held-out bits/byte {report.before['bpb']:.4f} -> {report.after_written['bpb']:.4f} "
+               f"({report.after_written['bpb'] / report.before['bpb'] - 1:+.1%}); {time.perf_counter() - t0:.0f} s")
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as f:
+            json.dump(asdict(report), f, ensure_ascii=False, indent=1)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,94 @@
+"""refine with PyTorch (the `train` extra; `make test-train`): a tiny random model with a real
+vocabulary through extend -> refine -> llama-cpp-python."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the train extra is not installed: make setup-train")
+
+from gguf.constants import GGMLQuantizationType as Q  # noqa: E402
+
+from gguf_trim import GGUFFile  # noqa: E402
+from gguf_trim.extend import _encode_rows, detokenize_c  # noqa: E402
+from gguf_trim.refine import added_rows, open_single, read_rows  # noqa: E402
+from gguf_trim.refine_train import RowModel, load_float_model, logits_agreement  # noqa: E402
+from gguf_trim.verify import load_llama  # noqa: E402
+from tests.test_refine import TEXT, WORDS, assert_only_new_rows_differ, extended_synth  # noqa: E402
+
+
+def corpus(path: Path, n: int, seed: int) -> Path:
+    """Short Vietnamese-like lines that use the compound words, plus some English."""
+    rng = random.Random(seed)
+    fill = ["tôi", "là", "của", "này", "được", "ở", "đây", "và", "không", "một"]
+    lines = []
+    for k in range(n):
+        if k % 5 == 4:
+            lines.append("The file was saved to the disk.")
+            continue
+        words = [rng.choice(WORDS) if rng.random() < 0.5 else rng.choice(fill) for _ in range(rng.randint(4, 12))]
+        line = " ".join(words)
+        lines.append(line[0].upper() + line[1:] + ".")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("embd,output", [(Q.F32, None), (Q.Q8_0, Q.Q6_K)])
+def test_extend_refine_llama_cpp(tmp_path, embd, output):
+    ext = extended_synth(tmp_path, embd, output)
+    text = corpus(tmp_path / "vi.txt", 400, 0)
+    out, npz, report = tmp_path / "m.refined.gguf", tmp_path / "rows.npz", tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "gguf_trim.cli", "refine", str(ext), "--corpus", str(text),
+                        "-o", str(out), "--steps", "40", "--seq-len", "64", "--batch", "4", "--lr", "0.02",
+                        "--heldout", "20", "--device", "cpu", "--dtype", "float32", "--export-rows", str(npz),
+                        "--json", str(report)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(report.read_text())
+    # the float model reproduces llama.cpp on this model before training
+    assert rep["logits_check"]["argmax_agreement"] >= 0.9
+    assert abs(rep["logits_check"]["bpb_float"] / rep["logits_check"]["bpb_llama_cpp"] - 1) < 0.01
+    # training lowers the held-out loss, also with the rows quantized as written
+    assert rep["after"]["loss"] < rep["before"]["loss"]
+    assert rep["after_written"]["loss"] < rep["before"]["loss"]
+    assert rep["tokens_trained"] > 0 and rep["steps"] == 40
+    # only the added rows changed; they are the exported rows in the tensor's own encoding
+    assert_only_new_rows_differ(ext, out)
+    data = np.load(npz)
+    with GGUFFile(ext) as g, GGUFFile(out) as h:
+        added = added_rows(g)
+        start = int(added.ids[0])
+        before, after = read_rows(g, added), read_rows(h, added)
+        for name in added.tensors:
+            t = h.tensor(name)
+            assert bytes(h.tensor_bytes(t))[start * (t.nbytes // t.shape[-1]):] == \
+                _encode_rows(data[name.replace(".", "_")], t.ggml_type)
+            assert not np.array_equal(before[name], after[name])
+    # llama.cpp loads it, text round-trips, and it scores the training text better than before
+    llm = load_llama(out, n_ctx=256)
+    for line in TEXT + text.read_text(encoding="utf-8").splitlines()[:50]:
+        assert detokenize_c(llm, llm.tokenize(line.encode(), add_bos=False, special=False)) == line
+    llm.close()
+    from gguf_trim.verify import bits_per_byte
+
+    lines = text.read_text(encoding="utf-8").splitlines()[:100]
+    assert bits_per_byte(out, lines) < bits_per_byte(ext, lines)
+
+
+def test_float_model_matches_llama_cpp_on_f32_weights(tmp_path):
+    """With float weights llama.cpp and the float model differ only by rounding (its KV cache is F16)."""
+    ext = extended_synth(tmp_path, Q.F32, Q.F32)
+    with open_single(ext) as g:
+        added = added_rows(g)
+        rm = RowModel(load_float_model(ext), added, read_rows(g, added))
+    check = logits_agreement(ext, rm, TEXT)
+    assert check["positions_with_new_tokens"] > 0
+    assert check["argmax_agreement"] == 1.0
+    assert check["max_abs_diff"] < 0.1
