@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from gguf_trim.synth import build_model
 from gguf_trim.verify import load_llama
 
 from .conftest import vocab_file
+from .test_bad_input import assert_clean_failure, sha
 
 WORDS = ["học sinh", "Việt Nam", "có thể", "thông tin", "sử dụng", "tập tin", "dữ liệu", "hiển thị"]
 TEXT = ["Học sinh Việt Nam có thể sử dụng thông tin này.", "Tập tin dữ liệu được hiển thị ở đây.",
@@ -42,17 +42,6 @@ def extended_synth(folder: Path, embd: Q, output: Q | None, **kw) -> Path:
 def run_cli(*args: str, pre: str = "") -> subprocess.CompletedProcess:
     code = f"{pre}import sys; from gguf_trim.cli import main; sys.argv = ['gguf-trim', *sys.argv[1:]]; main()"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
-
-
-def assert_clean_failure(r: subprocess.CompletedProcess, match: str) -> None:
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert lines[0].startswith("gguf-trim: error:") and match in lines[0], lines[0]
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def assert_only_new_rows_differ(a: Path, b: Path) -> None:
