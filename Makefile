@@ -11,7 +11,7 @@ LLAMA_CPP_PYTHON_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a3637
 CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
-.PHONY: setup setup-gpu setup-train vendor models models-big test test-train lint demo bench bench-translate \
+.PHONY: setup setup-gpu setup-train setup-ray vendor models models-big test test-train test-ray lint demo bench bench-translate \
 	bench-refine frontier clean
 
 setup: $(VENV)/.installed
@@ -41,6 +41,16 @@ $(VENV)/.installed-train: $(VENV)/.installed pyproject.toml
 	$(VPY) -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 	touch $@
 
+# The `ray` extra for `gguf-trim translate --ray` (install the same on every node of a cluster).
+RAY_SPEC ?= ray==2.60.0
+setup-ray: $(VENV)/.installed-ray
+
+$(VENV)/.installed-ray: $(VENV)/.installed pyproject.toml
+	$(VPY) -m pip install "$(RAY_SPEC)"
+	$(VPY) -m pip install -e ".[dev,ray]"
+	$(VPY) -c "import ray; print('ray', ray.__version__)"
+	touch $@
+
 vendor: vendor/llama.cpp/.extracted
 
 vendor/llama.cpp/.extracted:
@@ -67,6 +77,10 @@ test: setup models
 # Training tests (refine): need the train extra, so `make test` does not collect them.
 test-train: setup-train models
 	$(VPY) -m pytest -q tests_train
+
+# Ray tests (translate --ray on a 2-worker Ray head the tests start on this machine): need the ray extra.
+test-ray: setup-ray models
+	$(VPY) -m pytest -q tests_ray
 
 lint: setup
 	$(VPY) -m ruff check gguf_trim tests scripts

@@ -525,16 +525,6 @@ def _style(shots: bool, lang_prefix: bool):
     return PromptStyle(shots=shots, lang_prefix=lang_prefix)
 
 
-def _job_settings(model: str, tr, dst: str, src: str, field: str, column: int, in_path: str) -> dict:
-    """What a resumed job must share with the interrupted one."""
-    p = Path(model).resolve()
-    return {"model": str(p), "model_size": p.stat().st_size, "to": dst, "from": src,
-            "field": field if in_path.endswith(".jsonl") else None,
-            "column": column if in_path.endswith(".tsv") else None, "prompt": tr.prompt, "guard": bool(tr.guard),
-            "temperature": tr.temperature, "seed": tr.seed, "n_ctx": tr.n_ctx, "shots": tr.style.shots,
-            "lang_prefix": tr.style.lang_prefix, "reask": tr.reask}
-
-
 @main.command()
 @click.argument("model", type=click.Path())
 @click.argument("text", required=False)
@@ -551,11 +541,18 @@ def _job_settings(model: str, tr, dst: str, src: str, field: str, column: int, i
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted -o job (same input and settings) after its last finished segment.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="File: shard it over a Ray cluster (host:port of its head, 'auto', or 'local' for a new one on "
+                   "this machine); every node needs gguf-trim and the model at the same path. Needs the ray extra.")
+@click.option("--ray-shards", type=click.IntRange(min=1),
+              help="With --ray: pieces of the input, each one worker's job and resumed on its own (default: the "
+                   "workers the cluster runs at once, --threads CPUs each, or one GPU each with --n-gpu-layers).")
 @_translator_options
 @_style_options
 @_errors
-def translate(model, text, dst, src, in_path, out_path, field, column, parallel, resume, as_json, n_ctx, threads,
-              n_gpu_layers, temperature, seed, guard, prompt_style, shots, lang_prefix, reask):
+def translate(model, text, dst, src, in_path, out_path, field, column, parallel, resume, as_json, ray_address,
+              ray_shards, n_ctx, threads, n_gpu_layers, temperature, seed, guard, prompt_style, shots, lang_prefix,
+              reask):
     """Translate TEXT (or a file) between English and Vietnamese."""
     from .translate import Translator
 
@@ -565,9 +562,18 @@ def translate(model, text, dst, src, in_path, out_path, field, column, parallel,
         raise TrimError("-i needs -o (or --json)")
     if resume and not out_path:
         raise TrimError("--resume needs -i and -o")
-    tr = Translator(model, n_ctx=n_ctx or (4096 if in_path else 2048), threads=threads, n_gpu_layers=n_gpu_layers,
-                    temperature=temperature, seed=seed, guard=guard, prompt=prompt_style,
-                    style=_style(shots, lang_prefix), reask=reask)
+    opts = {"n_ctx": n_ctx or (4096 if in_path else 2048), "threads": threads, "n_gpu_layers": n_gpu_layers,
+            "temperature": temperature, "seed": seed, "guard": guard, "prompt": prompt_style,
+            "style": _style(shots, lang_prefix), "reask": reask}
+    if ray_address or ray_shards:
+        if not (ray_address and in_path and out_path) or as_json:
+            raise TrimError("--ray needs -i and -o (and takes no --json); --ray-shards needs --ray")
+        from .cluster import translate_file_ray
+
+        translate_file_ray(model, in_path, out_path, dst, src, opts, address=ray_address, shards=ray_shards,
+                           field=field, column=column, parallel=parallel, resume=resume)
+        return
+    tr = Translator(model, **opts)
     try:
         if text is not None:
             if as_json:
@@ -600,12 +606,14 @@ def _translate_file(tr, model, in_path, out_path, dst, src, field, column, paral
     """Batched translation of a file, each finished segment appended to the output in order."""
     from tqdm import tqdm
 
-    from .evaluate import OutputJob, read_segments
+    from .evaluate import OutputJob, job_settings, read_segments
 
     segments, records = read_segments(in_path, field, column)
     job = None
     if out_path:
-        job = OutputJob(out_path, in_path, _job_settings(model, tr, dst, src, field, column, in_path), records,
+        opts = {"prompt": tr.prompt, "guard": tr.guard, "temperature": tr.temperature, "seed": tr.seed,
+                "n_ctx": tr.n_ctx, "style": tr.style, "reask": tr.reask}
+        job = OutputJob(out_path, in_path, job_settings(model, opts, dst, src, field, column, in_path), records,
                         resume=resume)
     start = job.done if job else 0
     outs = []

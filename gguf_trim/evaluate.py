@@ -86,6 +86,51 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def job_settings(model: str | Path, opts: dict[str, Any], dst: str, src: str, field: str, column: int,
+                 in_path: str | Path) -> dict[str, Any]:
+    """What a resumed job must share with the interrupted one (`opts`: a Translator's resolved
+    options: prompt, guard, temperature, seed, n_ctx, style, reask)."""
+    p, suffix = Path(model).resolve(), Path(in_path).suffix
+    return {"model": str(p), "model_size": p.stat().st_size, "to": dst, "from": src,
+            "field": field if suffix == ".jsonl" else None, "column": column if suffix == ".tsv" else None,
+            "prompt": opts["prompt"], "guard": bool(opts["guard"]), "temperature": opts["temperature"],
+            "seed": opts["seed"], "n_ctx": opts["n_ctx"], "shots": opts["style"].shots,
+            "lang_prefix": opts["style"].lang_prefix, "reask": opts["reask"]}
+
+
+def job_state(in_path: str | Path, settings: dict[str, Any], segments: int,
+              input_sha256: str | None = None) -> dict[str, Any]:
+    """What a job records in its sidecar, and what a resumed job must match."""
+    return {"input": str(Path(in_path).resolve()), "input_sha256": input_sha256 or file_sha256(in_path),
+            "segments": segments, **settings}
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a sidecar atomically (temp file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_state(path: Path, want: dict[str, Any], what: str) -> None:
+    """Refuse to resume `what` unless its sidecar exists and records the same input and settings."""
+    if not path.exists():
+        raise TrimError(f"--resume: no unfinished job for {what} ({path.name} is missing: the job finished, or "
+                        "never started)")
+    try:
+        have = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TrimError(f"{path}: unreadable job state ({e})") from None
+    if not isinstance(have, dict):
+        raise TrimError(f"{path}: unreadable job state (not a JSON object)")
+    if "ray_shards" in have and "ray_shards" not in want:
+        raise TrimError(f"--resume: {what} was started with --ray; resume it with --ray")
+    diff = [f"{k}: {have.get(k)!r} then, {want.get(k)!r} now" for k in {**have, **want}
+            if have.get(k) != want.get(k)]
+    if diff:
+        raise TrimError("--resume: the input or settings differ from the interrupted job (" + "; ".join(diff) + ")")
+
+
 class OutputJob:
     """A translation job's output, written as it goes so that an interrupted run loses nothing.
 
@@ -96,14 +141,13 @@ class OutputJob:
     job is refused rather than overwritten. The sidecar is removed when the job completes."""
 
     def __init__(self, out_path: str | Path, in_path: str | Path, settings: dict[str, Any], records: list[Any],
-                 resume: bool = False):
+                 resume: bool = False, input_sha256: str | None = None):
         self.path, self.state = Path(out_path), state_path(out_path)
         self.suffix = Path(in_path).suffix
         self.records = records
         if self.path.resolve() == Path(in_path).resolve():
             raise TrimError(f"{out_path}: the output would overwrite the input")
-        want = {"input": str(Path(in_path).resolve()), "input_sha256": file_sha256(in_path),
-                "segments": len(records), **settings}
+        want = job_state(in_path, settings, len(records), input_sha256)
         self.done = 0
         if resume:
             self.done = self._check_resume(want)
@@ -113,9 +157,7 @@ class OutputJob:
                 have = self._count_lines() if self.path.exists() else 0
                 raise TrimError(f"{self.path} is an unfinished job ({have} of {len(records)} segments done): add "
                                 f"--resume to continue it, or delete it and {self.state.name} to start over")
-            tmp = self.state.with_name(self.state.name + ".tmp")
-            tmp.write_text(json.dumps(want, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-            os.replace(tmp, self.state)
+            write_state(self.state, want)
             self._f = open(self.path, "w", encoding="utf-8")
         self._synced = time.monotonic()
 
@@ -124,17 +166,7 @@ class OutputJob:
             return f.read().count(b"\n")
 
     def _check_resume(self, want: dict[str, Any]) -> int:
-        if not self.state.exists():
-            raise TrimError(f"--resume: no unfinished job for {self.path} ({self.state.name} is missing: the job "
-                            "finished, or never started)")
-        try:
-            have = json.loads(self.state.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise TrimError(f"{self.state}: unreadable job state ({e})") from None
-        diff = [f"{k}: {have.get(k)!r} then, {v!r} now" for k, v in want.items() if have.get(k) != v]
-        if diff:
-            raise TrimError("--resume: the input or settings differ from the interrupted job (" + "; ".join(diff)
-                            + ")")
+        check_state(self.state, want, f"{self.path}")
         data = self.path.read_bytes() if self.path.exists() else b""
         keep = data.rfind(b"\n") + 1  # a partial last line is dropped and redone
         if keep < len(data):

@@ -102,6 +102,23 @@ class Translation:
     reasked: bool = False  # the first output was in the wrong language and the model was asked again
 
 
+def resolve_prompt_guard(model: str | Path, prompt: str = "auto", guard: bool | None = None) -> tuple[str, bool]:
+    """The prompt style and guard a Translator of `model` uses, from the file's metadata alone
+    (chat when it has a template; the guard on when it was trimmed to en,vi)."""
+    with open_model(model) as g:
+        langs = g.fields["gguf_trim.langs"].text() if "gguf_trim.langs" in g.fields else None
+        has_template = "tokenizer.chat_template" in g.fields
+    if guard is None:
+        guard = langs is not None and set(langs.split(",")) <= {"en", "vi"}
+    if prompt == "auto":
+        prompt = "chat" if has_template else "fewshot"
+    elif prompt not in ("chat", "fewshot"):
+        raise TrimError(f"unknown prompt style {prompt!r} (auto, chat, fewshot)")
+    if prompt == "chat" and not has_template:
+        raise TrimError(f"{model} has no chat template; use --prompt fewshot")
+    return prompt, guard
+
+
 @dataclass
 class Translator:
     """A loaded model plus how to prompt it and whether to guard its output."""
@@ -124,17 +141,7 @@ class Translator:
     _primed: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        with open_model(self.model) as g:
-            langs = g.fields["gguf_trim.langs"].text() if "gguf_trim.langs" in g.fields else None
-            has_template = "tokenizer.chat_template" in g.fields
-        if self.guard is None:
-            self.guard = langs is not None and set(langs.split(",")) <= {"en", "vi"}
-        if self.prompt == "auto":
-            self.prompt = "chat" if has_template else "fewshot"
-        elif self.prompt not in ("chat", "fewshot"):
-            raise TrimError(f"unknown prompt style {self.prompt!r} (auto, chat, fewshot)")
-        if self.prompt == "chat" and not has_template:
-            raise TrimError(f"{self.model} has no chat template; use --prompt fewshot")
+        self.prompt, self.guard = resolve_prompt_guard(self.model, self.prompt, self.guard)
         self._llm = load_llama(self.model, n_ctx=self.n_ctx, n_threads=self.threads,
                                n_gpu_layers=self.n_gpu_layers)
         if self.guard:

@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -242,3 +243,20 @@ def test_output_job_checks(tmp_path):
     assert out.read_text(encoding="utf-8") == "a\tb\tx\nc\td\ty\n" and not state_path(out).exists()
     with pytest.raises(TrimError, match="overwrite the input"):
         OutputJob(inp, inp, {}, recs)
+
+
+def test_ray_option_errors(job_input):
+    """--ray without the extra, or with no cluster at the address, is one line and exit 2 with
+    nothing written (the sharded path itself: tests_ray, `make test-ray`)."""
+    from .test_bad_input import assert_clean_failure
+
+    d, inp = job_input
+    out = d / "ray.jsonl"
+    base = [need(SMOLLM), "--to", "vi", "-i", inp, "--field", "en"]
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert_clean_failure(_cli("translate", *base, "-o", out, "--ray", f"127.0.0.1:{port}"), "--ray")
+    assert_clean_failure(_cli("translate", *base, "--json", "--ray", "auto"), "--ray needs -i and -o")
+    assert_clean_failure(_cli("translate", *base, "-o", out, "--ray-shards", "2"), "--ray-shards needs --ray")
+    assert not out.exists() and not state_path(out).exists()
