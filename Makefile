@@ -7,19 +7,32 @@ TRAIN       := --corpus $(SHARED)/corpus/train/en.txt --corpus $(SHARED)/corpus/
 HELDOUT     := --text $(SHARED)/corpus/dev/en.txt --text $(SHARED)/corpus/dev/vi.txt
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
 LLAMA_CPP_PYTHON_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
-# A native build segfaults in ggml_backend_amx_mul_mat on this project's CPUs: build a portable AVX2 one.
-CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# A native build segfaults in ggml_backend_amx_mul_mat on this project's CPUs: build a portable AVX2 one,
+# plus AVX-512 (VNNI, VBMI, BF16) and AVX-VNNI where /proc/cpuinfo shows them (batched decoding ~1.3x
+# faster on this project's CPUs; docs/BENCHMARKS.md), never AMX. `make setup AVX512=0` leaves them out.
+AVX512      ?= 1
+cpu_has      = $(shell grep -q -w -m1 '$(1)' /proc/cpuinfo 2>/dev/null && echo yes)
+AVX512_ARGS := $(if $(filter 1,$(AVX512)),$(if $(and $(call cpu_has,avx512f),$(call cpu_has,avx512bw),\
+	$(call cpu_has,avx512dq),$(call cpu_has,avx512vl),$(call cpu_has,avx512cd)),-DGGML_AVX512=ON \
+	$(if $(call cpu_has,avx512_vnni),-DGGML_AVX512_VNNI=ON) $(if $(call cpu_has,avx512vbmi),-DGGML_AVX512_VBMI=ON) \
+	$(if $(call cpu_has,avx512_bf16),-DGGML_AVX512_BF16=ON)) $(if $(call cpu_has,avx_vnni),-DGGML_AVX_VNNI=ON))
+CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	$(if $(call cpu_has,bmi2),-DGGML_BMI2=ON) $(AVX512_ARGS)
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
-.PHONY: setup setup-gpu setup-train setup-ray vendor models models-big test test-train test-ray lint demo bench bench-translate \
+.PHONY: cmake-args setup setup-gpu setup-train setup-ray vendor models models-big test test-train test-ray lint demo bench bench-translate \
 	bench-refine frontier clean
 
 setup: $(VENV)/.installed
 
+cmake-args:
+	@echo $(strip $(CPU_CMAKE_ARGS))
+
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	CMAKE_ARGS="$(CPU_CMAKE_ARGS)" $(VPY) -m pip install "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+	@echo "llama-cpp-python CMAKE_ARGS: $(strip $(CPU_CMAKE_ARGS))"
+	CMAKE_ARGS="$(strip $(CPU_CMAKE_ARGS))" $(VPY) -m pip install --no-cache-dir "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
 	$(VPY) -m pip install -e ".[dev]"
 	$(VPY) -c "import llama_cpp, gguf_trim; print('llama-cpp-python', llama_cpp.__version__)"
 	touch $@
@@ -89,7 +102,8 @@ demo: setup models
 	$(VPY) -m gguf_trim.demo
 
 # Inference benchmark (fresh process per run, original/trimmed interleaved, medians of 5) and trim
-# throughput against cp, on Gemma-3-270m and Qwen2.5-Coder-0.5B plus a generated 7B-shaped file.
+# throughput against cp, on Gemma-3-270m and Qwen2.5-Coder-0.5B plus a generated 7B-shaped file, then
+# translation throughput (bench-translate).
 bench: setup models
 	mkdir -p docs
 	$(VPY) -m gguf_trim.cli trim models/gemma-3-270m-q4_k_m.gguf -o models/gemma-3-270m-q4_k_m.envi.gguf
@@ -106,6 +120,7 @@ bench: setup models
 	$(VPY) -m gguf_trim.cli bench-trim models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
 		--synthetic-7b models --synthetic-split 2G --vocab models/vocab-qwen2.gguf --runs 5 --json docs/bench-trim.json
 	$(VPY) -m gguf_trim.cli vram --spec all --quant Q4_K_M
+	$(MAKE) bench-translate
 
 # Translation throughput: sequential vs batched decoding (output tok/s on 64 dev segments), identical
 # outputs and chrF, for Gemma-3-270m (few-shot) and Qwen2.5-Coder-0.5B (chat). Run on an idle machine.

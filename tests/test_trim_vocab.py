@@ -156,7 +156,8 @@ def test_llama_cpp_default_special_ids_keep_naming_the_same_token(case, tmp_path
 
     with GGUFFile(vocab_file("gpt-2")) as g:
         tokens = list(g.get("tokenizer.ggml.tokens"))
-        han = next(i for i, t in enumerate(tokens) if judge_bytes(Vocab.from_gguf(g).pieces[i])[1] == "CJK")
+        pieces = Vocab.from_gguf(g).pieces
+        han = next(i for i in range(len(tokens)) if judge_bytes(pieces[i])[1] == "CJK")
         tokens[3], tokens[han] = tokens[han], tokens[3]
         kv = []
         for name, f in g.fields.items():
