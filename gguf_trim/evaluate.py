@@ -249,7 +249,7 @@ def evaluate(spec: str, pairs: list[tuple[str, str]], directions: Iterable[str] 
         raise TrimError(f"{spec}: suffix must be :guard or :noguard")
     tr = Translator(path, temperature=temperature, seed=seed, guard=guard, threads=threads, n_ctx=n_ctx,
                     **translator_options)
-    opts = {k: asdict(v) if is_dataclass(v) else v for k, v in translator_options.items()}
+    opts = {k: asdict(v) if is_dataclass(v) else v for k, v in {**translator_options, "style": tr.style}.items()}
     result: dict[str, Any] = {"model": spec, "guard": tr._guard is not None, "prompt": tr.prompt,
                               "temperature": temperature, "seed": seed, "decoding": "sequential" if sequential
                               else "batched", "options": opts, "directions": {}}

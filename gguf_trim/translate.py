@@ -61,11 +61,19 @@ class PromptStyle:
     shots: (chat) the shipped example pairs as earlier user/assistant turns, so the model has
     seen answers in the target language; lang_prefix: the answer starts with the target
     language's own name ("Tiếng Việt:"; few-shot prompts label their lines that way); insist:
-    the user turn repeats the target language (used when re-asking)."""
+    the user turn repeats the target language (used when re-asking). None: the default for the
+    prompt kind (`resolved`): measured on dev pairs, examples help chat models and the
+    language's own name helps few-shot prompts (README, "Measured")."""
 
-    shots: bool = False
-    lang_prefix: bool = False
+    shots: bool | None = None
+    lang_prefix: bool | None = None
     insist: bool = False
+
+    def resolved(self, prompt: str) -> PromptStyle:
+        """This style with its defaults filled in for a `chat` or `fewshot` prompt."""
+        return PromptStyle(shots=prompt == "chat" if self.shots is None else self.shots,
+                           lang_prefix=prompt == "fewshot" if self.lang_prefix is None else self.lang_prefix,
+                           insist=self.insist)
 
 
 REASK = PromptStyle(shots=True, lang_prefix=True, insist=True)
@@ -142,6 +150,7 @@ class Translator:
 
     def __post_init__(self) -> None:
         self.prompt, self.guard = resolve_prompt_guard(self.model, self.prompt, self.guard)
+        self.style = self.style.resolved(self.prompt)
         self._llm = load_llama(self.model, n_ctx=self.n_ctx, n_threads=self.threads,
                                n_gpu_layers=self.n_gpu_layers)
         if self.guard:

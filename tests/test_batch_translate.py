@@ -20,7 +20,7 @@ from gguf_trim.batch import common_prefix
 from gguf_trim.errors import TrimError
 from gguf_trim.evaluate import OutputJob, evaluate, read_segments, state_path
 from gguf_trim.langid import LangDetector, detector
-from gguf_trim.translate import REASK, Translator, chat_messages, choose_parallel, foreign_chars
+from gguf_trim.translate import REASK, PromptStyle, Translator, chat_messages, choose_parallel, foreign_chars
 
 from .conftest import GEMMA, QWEN, SMOLLM, need
 from .test_translate import ADVERSARIAL, dev_pairs
@@ -78,12 +78,15 @@ def test_chat_prompt_tokens_are_create_chat_completions():
     tr = Translator(need(QWEN), n_ctx=1024)
     try:
         llm, text = tr._llm, dev_pairs(1)[0][0]
-        llm.create_chat_completion(messages=chat_messages(text, "en", "vi"), max_tokens=1, temperature=0)
+        assert tr.style == PromptStyle(shots=True, lang_prefix=False)  # the default for chat prompts
+        llm.create_chat_completion(messages=chat_messages(text, "en", "vi", tr.style), max_tokens=1, temperature=0)
         p = tr.prompt_tokens(text, "en", "vi")
         assert llm.input_ids[:len(p)].tolist() == p
         prefix = tr.shared_prefix("en", "vi")
         assert len(prefix) > 20 and p[:len(prefix)] == prefix
-        assert len(tr.prompt_tokens(text, "en", "vi", REASK)) > len(p) + 60  # the examples as turns
+        bare = tr.prompt_tokens(text, "en", "vi", PromptStyle(shots=False, lang_prefix=False))
+        assert len(p) > len(bare) + 60  # the examples as turns
+        assert len(tr.prompt_tokens(text, "en", "vi", REASK)) > len(p)  # plus the prefix and the insisting turn
     finally:
         tr.close()
 
@@ -129,14 +132,15 @@ def test_language_detector_is_offline_and_labels_outputs(monkeypatch):
 
 def test_eval_reports_wrong_language_and_reask_fixes_some():
     pairs = dev_pairs(4)
-    r = evaluate(str(need(SMOLLM)), pairs, ("en-vi",), parallel=4, n_ctx=2048)
+    bare = PromptStyle(shots=False, lang_prefix=False)  # without the examples SmolLM2 answers in English
+    r = evaluate(str(need(SMOLLM)), pairs, ("en-vi",), parallel=4, n_ctx=2048, style=bare)
     x = r["directions"]["en-vi"]
     det = detector()
     assert x["langs"] == [det.detect(o) for o in x["outputs"]]
     assert x["wrong_lang"] == sum(g != "vi" for g in x["langs"])
     assert x["wrong_lang_share"] == x["wrong_lang"] / 4
     assert x["wrong_lang"] > 0  # SmolLM2-135M answers in English: the failure this counts
-    r2 = evaluate(str(need(SMOLLM)), pairs, ("en-vi",), parallel=4, n_ctx=2048, reask=True)
+    r2 = evaluate(str(need(SMOLLM)), pairs, ("en-vi",), parallel=4, n_ctx=2048, style=bare, reask=True)
     y = r2["directions"]["en-vi"]
     assert y["reasked"] == x["wrong_lang"]  # exactly the wrong ones were asked again
     assert y["wrong_lang"] <= x["wrong_lang"]
@@ -190,7 +194,7 @@ def test_killed_job_resumes_without_losing_or_redoing_segments(job_input):
     r = _cli("translate", *args)
     assert r.returncode == 2 and "--resume" in r.stderr and r.stderr.count("\n") == 1
     # different settings are refused
-    r = _cli("translate", *args, "--resume", "--shots")
+    r = _cli("translate", *args, "--resume", "--no-shots")
     assert r.returncode == 2 and "shots" in r.stderr
     r = _cli("translate", *args, "--resume")
     assert r.returncode == 0, r.stderr
