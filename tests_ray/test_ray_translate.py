@@ -32,8 +32,10 @@ ARGS = ["--to", "vi", "--field", "en", "--parallel", "1", "--threads", "1", "--n
 
 
 def _env() -> dict:
+    """Ray settings of this test only: no usage stats, and no token authentication (a new local
+    Ray would otherwise write ~/.ray/auth_token, which a later `ray start` then demands)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
     return env
 
 
@@ -133,9 +135,12 @@ def test_killed_ray_job_resumes_per_shard(ray_head, job):
     assert_clean_failure(_cli(*args, "--resume"), "no unfinished job")
 
 
-def test_library_uses_an_initialised_ray(job):
+def test_library_uses_an_initialised_ray(job, monkeypatch):
     """A library caller's own ray.init() (2 workers on this machine) is used, and left running."""
     import ray
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
 
     from gguf_trim.translate import PromptStyle
 
