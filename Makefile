@@ -28,11 +28,23 @@ setup: $(VENV)/.installed
 cmake-args:
 	@echo $(strip $(CPU_CMAKE_ARGS))
 
-$(VENV)/.installed: pyproject.toml
+# llama-cpp-python is built once per set of CMAKE_ARGS: the stamp is named after them, so changed flags
+# (or a new CPU) rebuild it in an existing venv.
+LLAMA_STAMP := $(VENV)/.llama-$(shell echo '$(LLAMA_CPP_PYTHON_VERSION) $(strip $(CPU_CMAKE_ARGS))' | cksum | cut -d' ' -f1)
+
+$(VPY):
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
+
+$(LLAMA_STAMP): | $(VPY)
 	@echo "llama-cpp-python CMAKE_ARGS: $(strip $(CPU_CMAKE_ARGS))"
-	CMAKE_ARGS="$(strip $(CPU_CMAKE_ARGS))" $(VPY) -m pip install --no-cache-dir "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+	CMAKE_ARGS="$(strip $(CPU_CMAKE_ARGS))" $(VPY) -m pip install --force-reinstall --no-deps --no-cache-dir \
+		"llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+	$(VPY) -m pip install "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+	rm -f $(VENV)/.llama-*
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(LLAMA_STAMP)
 	$(VPY) -m pip install -e ".[dev]"
 	$(VPY) -c "import llama_cpp, gguf_trim; print('llama-cpp-python', llama_cpp.__version__)"
 	touch $@
