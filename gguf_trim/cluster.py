@@ -13,7 +13,6 @@ until a job asks for it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -22,14 +21,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .corpus import file_sha256
 from .errors import TrimError
 from .evaluate import (
     OutputJob,
     check_state,
-    file_sha256,
+    count_lines,
     job_settings,
     job_state,
     read_segments,
+    read_state,
     state_path,
     write_state,
 )
@@ -158,7 +159,8 @@ def translate_file_ray(model: str, in_path: str, out_path: str, dst: str, src: s
         ranges = shard_ranges(len(segments), shards)
         parts.mkdir(exist_ok=True)
         jobs = _open_parts(parts, in_path, settings, records, ranges, sha)
-        _run(ray, model, options, segments, ranges, jobs, dst, src, parallel, gpu, progress)
+        _run(ray, (settings["model"], settings["model_size"]), options, segments, ranges, jobs, dst, src, parallel,
+             gpu, progress)
         _merge(out, parts, ranges)
         state.unlink(missing_ok=True)
         shutil.rmtree(parts, ignore_errors=True)
@@ -170,13 +172,7 @@ def translate_file_ray(model: str, in_path: str, out_path: str, dst: str, src: s
 
 def _recorded_shards(state: Path, out_path: str) -> int:
     """The shard count an interrupted job started with."""
-    if not state.exists():
-        check_state(state, {}, out_path)  # says that there is no unfinished job
-    try:
-        have = json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise TrimError(f"{state}: unreadable job state ({e})") from None
-    shards = have.get("ray_shards") if isinstance(have, dict) else None
+    shards = read_state(state, out_path).get("ray_shards")
     if not isinstance(shards, int) or shards < 1:
         raise TrimError(f"--resume: {out_path} was not started with --ray (resume it without --ray)")
     return shards
@@ -196,8 +192,7 @@ def _open_parts(parts: Path, in_path: str, settings: dict[str, Any], records: li
         if state_path(path).exists():
             job = OutputJob(path, in_path, shard, records[a:b], resume=True, input_sha256=sha)
         elif path.exists():
-            with open(path, "rb") as f:
-                have = f.read().count(b"\n")
+            have = count_lines(path)
             if have != b - a:
                 raise TrimError(f"--resume: {path} has {have} lines for {b - a} segments and no job state")
             job = None
@@ -210,21 +205,21 @@ def _open_parts(parts: Path, in_path: str, settings: dict[str, Any], records: li
     return jobs
 
 
-def _run(ray, model: str, options: dict[str, Any], segments: list[str], ranges: list[tuple[int, int]],
+def _run(ray, model: tuple[str, int], options: dict[str, Any], segments: list[str], ranges: list[tuple[int, int]],
          jobs: list[OutputJob | None], dst: str, src: str, parallel: int | None, gpu: bool,
          progress: bool | None) -> None:
-    """Start a generator task per unfinished shard and append what each streams back."""
+    """Start a generator task per unfinished shard and append what each streams back. `model`: its
+    resolved path and size (what every worker must find)."""
     from tqdm import tqdm
 
     task = ray.remote(translate_shard).options(num_cpus=options["threads"], num_gpus=1 if gpu else 0,
                                                 max_retries=0)
-    size = Path(model).resolve().stat().st_size
-    model = str(Path(model).resolve())
+    path, size = model
     gens: dict[Any, int] = {}
     for k, job in enumerate(jobs):
         if job is not None:
             a, b = ranges[k]
-            gens[task.remote(model, size, options, segments[a + job.done:b], dst, src, parallel)] = k
+            gens[task.remote(path, size, options, segments[a + job.done:b], dst, src, parallel)] = k
     done = sum((b - a) if j is None else j.done for j, (a, b) in zip(jobs, ranges))
     bar = tqdm(total=len(segments), initial=done, unit="seg",
                disable=not (sys.stderr.isatty() if progress is None else progress))

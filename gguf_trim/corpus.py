@@ -116,7 +116,7 @@ class Corpus:
                 parts = ["hf", item.name, item.split, item.field, str(item.dataset._fingerprint)]
             else:
                 option = {"txt": "", "tsv": _columns_text(self._columns)}.get(item.kind, f"field={self._field}")
-                parts = [item.kind, "gz" if item.gz else "", option, _file_sha256(item.path)]
+                parts = [item.kind, "gz" if item.gz else "", option, file_sha256(item.path)]
             for part in parts:
                 data = part.encode("utf-8", "surrogatepass")
                 h.update(len(data).to_bytes(8, "little") + data)
@@ -203,7 +203,7 @@ def _columns_text(columns: tuple[int, ...] | None) -> str:
     return "columns=all" if columns is None else "columns=" + ",".join(map(str, columns))
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """SHA-256 of a file's raw bytes, streamed."""
     h = hashlib.sha256()
     try:

@@ -4,7 +4,6 @@ characters outside English/Vietnamese, tokens per second)."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import time
@@ -14,6 +13,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from .corpus import file_sha256
 from .errors import TrimError
 from .translate import Translation, Translator, foreign_chars
 
@@ -78,12 +78,10 @@ def state_path(out_path: str | Path) -> Path:
     return p.with_name(p.name + STATE_SUFFIX)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
+def count_lines(path: str | Path) -> int:
+    """Complete lines (newlines) in a file."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return f.read().count(b"\n")
 
 
 def job_settings(model: str | Path, opts: dict[str, Any], dst: str, src: str, field: str, column: int,
@@ -112,8 +110,8 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def check_state(path: Path, want: dict[str, Any], what: str) -> None:
-    """Refuse to resume `what` unless its sidecar exists and records the same input and settings."""
+def read_state(path: Path, what: str) -> dict[str, Any]:
+    """The sidecar of the unfinished job `what`, or a one-line error when there is none or it is unreadable."""
     if not path.exists():
         raise TrimError(f"--resume: no unfinished job for {what} ({path.name} is missing: the job finished, or "
                         "never started)")
@@ -123,6 +121,12 @@ def check_state(path: Path, want: dict[str, Any], what: str) -> None:
         raise TrimError(f"{path}: unreadable job state ({e})") from None
     if not isinstance(have, dict):
         raise TrimError(f"{path}: unreadable job state (not a JSON object)")
+    return have
+
+
+def check_state(path: Path, want: dict[str, Any], what: str) -> None:
+    """Refuse to resume `what` unless its sidecar exists and records the same input and settings."""
+    have = read_state(path, what)
     if "ray_shards" in have and "ray_shards" not in want:
         raise TrimError(f"--resume: {what} was started with --ray; resume it with --ray")
     diff = [f"{k}: {have.get(k)!r} then, {want.get(k)!r} now" for k in {**have, **want}
@@ -154,16 +158,12 @@ class OutputJob:
             self._f = open(self.path, "a", encoding="utf-8")
         else:
             if self.state.exists():
-                have = self._count_lines() if self.path.exists() else 0
+                have = count_lines(self.path) if self.path.exists() else 0
                 raise TrimError(f"{self.path} is an unfinished job ({have} of {len(records)} segments done): add "
                                 f"--resume to continue it, or delete it and {self.state.name} to start over")
             write_state(self.state, want)
             self._f = open(self.path, "w", encoding="utf-8")
         self._synced = time.monotonic()
-
-    def _count_lines(self) -> int:
-        with open(self.path, "rb") as f:
-            return f.read().count(b"\n")
 
     def _check_resume(self, want: dict[str, Any]) -> int:
         check_state(self.state, want, f"{self.path}")

@@ -232,8 +232,7 @@ class Translator:
     def _complete(self, text: str, src: str, dst: str, style: PromptStyle, stream: bool):
         prompt = self.prompt_tokens(text, src, dst, style)
         self._prime(src, dst, style)
-        kw = self._kwargs(self.max_tokens(text))
-        kw["max_tokens"] = self._job_budget(text, prompt)
+        kw = self._kwargs(self._job_budget(text, prompt))
         return self._llm.create_completion(prompt, stream=stream, **kw)
 
     @staticmethod
