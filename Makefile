@@ -142,8 +142,9 @@ bench-translate: setup models
 		--pairs $(SHARED)/corpus/dev/prose.en-vi.tsv --n 64 --json docs/bench-translate.json
 
 # Refining an extension (issue 12): Gemma-3-270m trimmed, extended with 2,000 compound words ranked on the
-# training text, then the new rows trained on train/{vi,en}.txt; bits per byte against the trimmed model on
-# the held-out dev text, tokens and decode speed. REFINE_TOKENS=... trains longer (e.g. on a GPU box with
+# training text, then the new rows trained on train/vi.txt (train/en.txt is given too: refine's --mix auto
+# holds it out for scoring and does not train on it, as it has no added tokens); bits per byte against the
+# trimmed model on the dev text and on the lines refine held out, tokens and decode speed. REFINE_TOKENS=... trains longer (e.g. on a GPU box with
 # REFINE_ARGS="--device cuda"); REFINE_ARGS="--threads 1" is faster on a CPU another job shares.
 REFINE_TOKENS ?= 200000
 REFINE_ARGS   ?=
@@ -157,7 +158,8 @@ bench-refine: setup-train models
 		--corpus $(SHARED)/corpus/train/en.txt -o $(GEMMA_ENVI).vi2000.refined.gguf --tokens $(REFINE_TOKENS) \
 		--batch 4 --seq-len 256 --lr 3e-4 --warmup 10 --eval-every 40 --json docs/refine.json $(REFINE_ARGS)
 	$(VPY) -m gguf_trim.refine_bench $(GEMMA_ENVI).gguf $(GEMMA_ENVI).vi2000.gguf $(GEMMA_ENVI).vi2000.refined.gguf \
-		--vi $(SHARED)/corpus/dev/vi.txt --en $(SHARED)/corpus/dev/en.txt --json docs/refine-bench.json
+		--vi $(SHARED)/corpus/dev/vi.txt --en $(SHARED)/corpus/dev/en.txt --json docs/refine-bench.json \
+		--corpus $(SHARED)/corpus/train/vi.txt --corpus $(SHARED)/corpus/train/en.txt
 
 # Compact profile frontier: sizes 35-60% chosen from the train corpus; line fidelity on the held-out
 # dev text for all three, bits per byte for the two models with weights; counting speed.

@@ -730,6 +730,9 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
               help="Held-out lines per corpus (at most 5% of it), scored before and after.")
 @click.option("--eval-every", default=0, show_default=True, type=click.IntRange(min=0),
               help="Also score the held-out lines every N steps (the curve).")
+@click.option("--mix", default="auto", show_default=True,
+              help="How often each --corpus is drawn: auto (by its share of added tokens), lines (all lines "
+                   "pooled), or one weight per --corpus (e.g. 0.9,0.1).")
 @click.option("--check-lines", default=4, show_default=True, type=click.IntRange(min=0),
               help="Held-out lines on which the float model's logits are compared with llama.cpp's first.")
 @click.option("--threads", type=click.IntRange(min=1), help="PyTorch CPU threads (default: all cores).")
@@ -740,9 +743,9 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
               help="Load the output with llama.cpp (weights too) before renaming it into place.")
 @_errors
 def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, seed, device, dtype, heldout, eval_every,
-           check_lines, threads, export_rows, import_rows, json_out, check):
+           mix, check_lines, threads, export_rows, import_rows, json_out, check):
     """Train the rows of the tokens `extend` added (every other weight frozen) and write them back."""
-    from .refine import added_rows, open_single, require_train_stack, save_rows, write_rows
+    from .refine import added_rows, open_single, parse_mix, require_train_stack, save_rows, write_rows
     from .refine import import_rows as do_import
     from .rewrite import check_output
 
@@ -759,20 +762,21 @@ def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, see
         return
     if not corpus:
         raise TrimError("give --corpus text to train on (or --import-rows rows trained elsewhere)")
+    mix_weights = parse_mix(mix, len(corpus))
     require_train_stack()
     from dataclasses import asdict
 
     from .refine_train import RefineOptions, refine_rows
 
     opts = RefineOptions(tokens=tokens, steps=steps, seq_len=seq_len, batch=batch, lr=lr, warmup=warmup, seed=seed,
-                         device=device,
-                         dtype=dtype, heldout_lines=heldout, check_lines=check_lines, eval_every=eval_every,
-                         threads=threads, progress=sys.stderr.isatty())
+                         device=device, dtype=dtype, heldout_lines=heldout, mix=mix_weights, check_lines=check_lines,
+                         eval_every=eval_every, threads=threads, progress=sys.stderr.isatty())
     rows, report = refine_rows(model, list(corpus), opts, log=lambda m: click.echo(m, err=True))
     if export_rows:
         save_rows(export_rows, added, rows)
     meta = {"from": "training", "corpus": ",".join(Path(c).name for c in corpus), "tokens": report.tokens_trained,
             "steps": report.steps, "seq_len": seq_len, "batch": batch, "lr": float(lr), "seed": seed,
+            "mix": ",".join(f"{c['weight']:.3g}" for c in report.corpora),
             "heldout_bpb_before": report.before["bpb"], "heldout_bpb_after": report.after_written["bpb"]}
     out = write_rows(model, output, rows, meta, check=check)
     click.echo(f"{out}: {report.n_added:,} rows of {', '.join(report.tensors)} trained on {report.tokens_trained:,} "

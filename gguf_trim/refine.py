@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from gguf.constants import GGUFValueType
 
+from .corpus import open_corpus
 from .errors import GGUFError, TrimError
 from .extend import _encode_rows, _rows_float
 from .gguf_io import GGUFFile, OutTensor, encode_field, write_gguf
@@ -59,6 +61,39 @@ def require_train_stack() -> None:
         import transformers  # noqa: F401
     except ImportError:
         raise TrimError(TRAIN_HINT) from None
+
+
+def parse_mix(mix: str, n_corpora: int) -> str | list[float]:
+    """`--mix`: how often each `--corpus` is drawn for a training sequence. `auto` (in proportion to
+    how many of its tokens are added ones: text that never uses them, such as English next to
+    Vietnamese compounds, only teaches the new output rows to stay low, which they do anyway),
+    `lines` (in proportion to its lines: all text pooled) or one weight per corpus."""
+    if mix in ("auto", "lines"):
+        return mix
+    try:
+        weights = [float(x) for x in mix.split(",")]
+    except ValueError:
+        raise TrimError(f"--mix {mix!r}: give auto, lines or one weight per --corpus (e.g. 0.9,0.1)") from None
+    if len(weights) != n_corpora:
+        raise TrimError(f"--mix {mix!r}: {len(weights)} weights for {n_corpora} --corpus files")
+    if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise TrimError(f"--mix {mix!r}: weights must be >= 0 and not all 0")
+    return weights
+
+
+def split_corpora(paths: list[str], heldout: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """(training, held-out) lines of each corpus: its segments shuffled (seeded), `heldout` of
+    them (at most 5%) held out."""
+    out = []
+    rng = random.Random(seed)
+    for p in paths:
+        lines = [x for x in open_corpus([p]).segments() if x.strip()]
+        if len(lines) < 2:
+            raise TrimError(f"{p}: fewer than 2 text segments")
+        rng.shuffle(lines)
+        k = max(1, min(heldout, len(lines) // 20))
+        out.append((lines[k:], lines[:k]))
+    return out
 
 
 def open_single(model: str | Path) -> GGUFFile:

@@ -122,6 +122,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
                          "cannot read rows")
     assert_clean_failure(run_cli("refine", str(ext), "--import-rows", "x.npz", "-o", str(ext)), "input file")
     assert_clean_failure(run_cli("refine", str(ext), "-o", str(out)), "--corpus")
+    for mix, msg in (("0.5", "1 weights for 2"), ("1,x", "one weight per"), ("0,0", ">= 0 and not all 0"),
+                     ("1,-1", ">= 0")):
+        assert_clean_failure(run_cli("refine", str(ext), "--corpus", str(ext), "--corpus", str(ext), "--mix", mix,
+                                     "-o", str(out)), msg)
     bad = tmp_path / "nan.npz"
     save_rows(bad, added, {"token_embd.weight": np.full_like(good["token_embd.weight"], np.nan)})
     assert_clean_failure(run_cli("refine", str(ext), "--import-rows", str(bad), "-o", str(out)), "NaN")

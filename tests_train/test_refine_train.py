@@ -44,8 +44,11 @@ def corpus(path: Path, n: int, seed: int) -> Path:
 def test_extend_refine_llama_cpp(tmp_path, embd, output):
     ext = extended_synth(tmp_path, embd, output)
     text = corpus(tmp_path / "vi.txt", 400, 0)
+    english = tmp_path / "en.txt"
+    english.write_text("".join(f"The file {k} was saved to the disk.\n" for k in range(100)), encoding="utf-8")
     out, npz, report = tmp_path / "m.refined.gguf", tmp_path / "rows.npz", tmp_path / "r.json"
     r = subprocess.run([sys.executable, "-m", "gguf_trim.cli", "refine", str(ext), "--corpus", str(text),
+                        "--corpus", str(english),
                         "-o", str(out), "--steps", "40", "--seq-len", "64", "--batch", "4", "--lr", "0.02",
                         "--heldout", "20", "--device", "cpu", "--dtype", "float32", "--export-rows", str(npz),
                         "--json", str(report)],
@@ -59,6 +62,12 @@ def test_extend_refine_llama_cpp(tmp_path, embd, output):
     assert rep["after"]["loss"] < rep["before"]["loss"]
     assert rep["after_written"]["loss"] < rep["before"]["loss"]
     assert rep["tokens_trained"] > 0 and rep["steps"] == 40
+    # --mix auto: text without added tokens is held out and scored, never drawn for training
+    vi, en = rep["corpora"]
+    assert vi["added_share"] > 0.1 and en["added_share"] == 0
+    assert (vi["weight"], en["weight"]) == (1.0, 0.0)
+    assert set(rep["after_written"]["by_corpus"]) == {str(text), str(english)}
+    assert rep["after_written"]["by_corpus"][str(text)]["loss"] < rep["before"]["by_corpus"][str(text)]["loss"]
     # only the added rows changed; they are the exported rows in the tensor's own encoding
     assert_only_new_rows_differ(ext, out)
     data = np.load(npz)
