@@ -144,7 +144,8 @@ bench-translate: setup models
 # Refining an extension (issue 12): Gemma-3-270m trimmed, extended with 2,000 compound words ranked on the
 # training text, then the new rows trained on train/vi.txt (train/en.txt is given too: refine's --mix auto
 # holds it out for scoring and does not train on it, as it has no added tokens); bits per byte against the
-# trimmed model on the dev text and on the lines refine held out, tokens and decode speed. REFINE_TOKENS=... trains longer (e.g. on a GPU box with
+# trimmed model on the dev text and on the lines refine held out, tokens and decode speed.
+# REFINE_TOKENS=... trains longer (e.g. on a GPU box with
 # REFINE_ARGS="--device cuda"); REFINE_ARGS="--threads 1" is faster on a CPU another job shares.
 REFINE_TOKENS ?= 200000
 REFINE_ARGS   ?=
