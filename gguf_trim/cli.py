@@ -730,6 +730,9 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
               help="Held-out lines per corpus (at most 5% of it), scored before and after.")
 @click.option("--eval-every", default=0, show_default=True, type=click.IntRange(min=0),
               help="Also score the held-out lines every N steps (the curve).")
+@click.option("--eval-text", "eval_texts", multiple=True,
+              help="Text never trained on (e.g. your dev set), scored with the held-out lines: --heldout lines "
+                   "of it, reported on their own; repeatable.")
 @click.option("--mix", default="auto", show_default=True,
               help="How often each --corpus is drawn: auto (by its share of added tokens), lines (all lines "
                    "pooled), or one weight per --corpus (e.g. 0.9,0.1).")
@@ -743,9 +746,9 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
               help="Load the output with llama.cpp (weights too) before renaming it into place.")
 @_errors
 def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, seed, device, dtype, heldout, eval_every,
-           mix, check_lines, threads, export_rows, import_rows, json_out, check):
+           eval_texts, mix, check_lines, threads, export_rows, import_rows, json_out, check):
     """Train the rows of the tokens `extend` added (every other weight frozen) and write them back."""
-    from .refine import added_rows, open_single, parse_mix, require_train_stack, save_rows, write_rows
+    from .refine import added_rows, check_texts, open_single, parse_mix, require_train_stack, save_rows, write_rows
     from .refine import import_rows as do_import
     from .rewrite import check_output
 
@@ -763,6 +766,7 @@ def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, see
     if not corpus:
         raise TrimError("give --corpus text to train on (or --import-rows rows trained elsewhere)")
     mix_weights = parse_mix(mix, len(corpus))
+    check_texts(list(corpus), list(eval_texts))
     require_train_stack()
     from dataclasses import asdict
 
@@ -770,7 +774,8 @@ def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, see
 
     opts = RefineOptions(tokens=tokens, steps=steps, seq_len=seq_len, batch=batch, lr=lr, warmup=warmup, seed=seed,
                          device=device, dtype=dtype, heldout_lines=heldout, mix=mix_weights, check_lines=check_lines,
-                         eval_every=eval_every, threads=threads, progress=sys.stderr.isatty())
+                         eval_every=eval_every, eval_texts=list(eval_texts), threads=threads,
+                         progress=sys.stderr.isatty())
     rows, report = refine_rows(model, list(corpus), opts, log=lambda m: click.echo(m, err=True))
     if export_rows:
         save_rows(export_rows, added, rows)

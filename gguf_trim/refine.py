@@ -81,6 +81,17 @@ def parse_mix(mix: str, n_corpora: int) -> str | list[float]:
     return weights
 
 
+def check_texts(corpora: list[str], eval_texts: list[str]) -> None:
+    """Each text once: the report keys its figures by path, and an --eval-text that is also a
+    --corpus would be trained on."""
+    seen = set()
+    for c in [*corpora, *eval_texts]:
+        key = c if c.startswith("hf:") else str(Path(c).resolve())
+        if key in seen:
+            raise TrimError(f"{c}: given twice (as --corpus or --eval-text)")
+        seen.add(key)
+
+
 def split_corpora(paths: list[str], heldout: int, seed: int) -> list[tuple[list[str], list[str]]]:
     """(training, held-out) lines of each corpus: its segments shuffled (seeded), `heldout` of
     them (at most 5%) held out."""
@@ -94,6 +105,15 @@ def split_corpora(paths: list[str], heldout: int, seed: int) -> list[tuple[list[
         k = max(1, min(heldout, len(lines) // 20))
         out.append((lines[k:], lines[:k]))
     return out
+
+
+def sample_lines(path: str, n: int, seed: int) -> list[str]:
+    """Up to n segments of a text that is only scored (--eval-text), drawn as split_corpora draws."""
+    lines = [x for x in open_corpus([path]).segments() if x.strip()]
+    if not lines:
+        raise TrimError(f"{path}: no text segments")
+    random.Random(seed).shuffle(lines)
+    return lines[:n]
 
 
 def open_single(model: str | Path) -> GGUFFile:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from torch import nn
 
 from .errors import TrimError
 from .extend import _encode_rows
-from .refine import AddedRows, added_rows, open_single, read_rows, split_corpora
+from .refine import AddedRows, added_rows, open_single, read_rows, sample_lines, split_corpora
 from .verify import load_llama
 
 LOGIT_CHUNK = 512  # positions per logits block: (512, n_vocab) float32 is 350 MB at 171k tokens
@@ -56,6 +57,7 @@ class RefineOptions:
     mix: str | list[float] = "auto"  # how often each corpus is drawn (refine.parse_mix)
     check_lines: int = 4  # lines whose logits are compared with llama.cpp's
     eval_every: int = 0  # steps between held-out evaluations (0: only before and after)
+    eval_texts: list[str] = field(default_factory=list)  # never trained on; scored beside the held-out lines
     threads: int | None = None
     progress: bool = True
 
@@ -78,6 +80,7 @@ class RefineReport:
     after: dict[str, Any] = field(default_factory=dict)  # loss, bpb, by_corpus
     after_written: dict[str, Any] = field(default_factory=dict)  # loss, bpb, by_corpus
     curve: list[dict[str, Any]] = field(default_factory=list)
+    eval_texts: list[dict[str, Any]] = field(default_factory=list)  # path, lines
     corpora: list[dict[str, Any]] = field(default_factory=list)  # path, weight, added share, lines
 
 
@@ -354,17 +357,20 @@ class HeldOut:
 
 @torch.no_grad()
 def evaluate(rm: RowModel, held: list[HeldOut], device: torch.device, dtype: torch.dtype,
-             batch: int) -> dict[str, Any]:
-    """Loss per token and bits per byte of all held-out text, and of each corpus' own."""
+             batch: int, extra: Sequence[HeldOut] = ()) -> dict[str, Any]:
+    """Loss per token and bits per byte of all held-out text, and of each corpus' own; `extra`
+    texts (--eval-text) get their own figures but stay out of the pooled ones."""
     by_corpus = {}
     nats_all, n_all = 0.0, 0
-    for h in held:
+    for j, h in enumerate([*held, *extra]):
         nats, n = 0.0, 0
         for a in range(0, len(h.seqs), batch):
             s, k = batch_loss(rm, h.seqs[a:a + batch], device, dtype, train=False)
             nats += s
             n += k
-        by_corpus[h.name] = {"loss": nats / max(n, 1), "bpb": nats / math.log(2) / max(h.n_bytes, 1)}
+        by_corpus[h.name] = {"loss": nats / max(n, 1), "bpb": nats / math.log(2) / max(h.n_bytes, 1), "tokens": n}
+        if j >= len(held):
+            continue
         nats_all += nats
         n_all += n
     n_bytes = sum(h.n_bytes for h in held)
@@ -373,7 +379,7 @@ def evaluate(rm: RowModel, held: list[HeldOut], device: torch.device, dtype: tor
 
 
 def _bpbs(r: dict[str, Any]) -> str:
-    return ", ".join(f"{Path(name).name} {x['bpb']:.4f}" for name, x in r["by_corpus"].items())
+    return ", ".join(f"{'/'.join(Path(name).parts[-2:])} {x['bpb']:.4f}" for name, x in r["by_corpus"].items())
 
 
 # -- the whole run --------------------------------------------------------------------------------
@@ -425,6 +431,9 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
     try:
         held = [HeldOut(name, list(packer.sequences(iter(h))), sum(len(x.encode()) + 1 for x in h))
                 for name, (_, h) in zip(corpora, split)]
+        watched = [sample_lines(p, opts.heldout_lines, opts.seed) for p in opts.eval_texts]
+        extra = [HeldOut(name, list(packer.sequences(iter(h))), sum(len(x.encode()) + 1 for x in h))
+                 for name, h in zip(opts.eval_texts, watched)]
         shares = [added_share(packer, train, rm.start) for train, _ in split]
         weights = mix_weights(opts.mix, shares, [len(train) for train, _ in split])
         report = RefineReport(len(added.ids), added.tensors, str(device), str(dtype).replace("torch.", ""), check,
@@ -432,9 +441,10 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
                               sum(len(s) - 1 for h in held for s in h.seqs), sum(h.n_bytes for h in held))
         report.corpora = [{"path": name, "weight": w, "added_share": a, "train_lines": len(train),
                            "heldout_lines": len(h)} for name, w, a, (train, h) in zip(corpora, weights, shares, split)]
+        report.eval_texts = [{"path": name, "lines": len(h)} for name, h in zip(opts.eval_texts, watched)]
         log("training text: " + ", ".join(f"{Path(c['path']).name} {c['weight']:.0%} of sequences "
                                           f"({c['added_share']:.1%} added tokens)" for c in report.corpora))
-        report.before = evaluate(rm, held, device, dtype, opts.batch)
+        report.before = evaluate(rm, held, device, dtype, opts.batch, extra)
         log(f"held-out ({len(held_lines):,} lines, {report.heldout_tokens:,} tokens): loss "
             f"{report.before['loss']:.4f}, {report.before['bpb']:.4f} bits/byte before ({_bpbs(report.before)})")
         report.curve.append({"step": 0, "tokens": 0, **report.before})
@@ -459,16 +469,20 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
             if not opts.progress and (step % 20 == 0 or step == steps):  # a log file gets a line now and then
                 log(f"step {step}/{steps}: {report.tokens_trained:,} tokens, loss {ema:.4f}, {rate:.0f} tokens/s")
             if opts.eval_every and step % opts.eval_every == 0 and step < steps:
-                r = evaluate(rm, held, device, dtype, opts.batch)
+                r = evaluate(rm, held, device, dtype, opts.batch, extra)
                 report.curve.append({"step": step, "tokens": report.tokens_trained, **r})
-                bar.write(f"step {step}: {report.tokens_trained:,} tokens, held-out loss {r['loss']:.4f}, "
-                          f"{r['bpb']:.4f} bits/byte ({_bpbs(r)})")
+                msg = (f"step {step}: {report.tokens_trained:,} tokens, held-out loss {r['loss']:.4f}, "
+                       f"{r['bpb']:.4f} bits/byte ({_bpbs(r)})")
+                if opts.progress:  # above the bar; a log file gets it through `log` (stdout is buffered)
+                    bar.write(msg, file=sys.stderr)
+                else:
+                    log(msg)
         bar.close()
         report.seconds = time.perf_counter() - t_train
         rows = rm.rows()
-        report.after = evaluate(rm, held, device, dtype, opts.batch)
+        report.after = evaluate(rm, held, device, dtype, opts.batch, extra)
         rm.set_rows(roundtrip(rows, types))
-        report.after_written = evaluate(rm, held, device, dtype, opts.batch)
+        report.after_written = evaluate(rm, held, device, dtype, opts.batch, extra)
         report.curve.append({"step": report.steps, "tokens": report.tokens_trained, **report.after_written})
         log(f"held-out: loss {report.before['loss']:.4f} -> {report.after['loss']:.4f} "
             f"({report.after_written['loss']:.4f} with the rows quantized as written), bits/byte "

@@ -126,6 +126,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
                      ("1,-1", ">= 0")):
         assert_clean_failure(run_cli("refine", str(ext), "--corpus", str(ext), "--corpus", str(ext), "--mix", mix,
                                      "-o", str(out)), msg)
+    text = tmp_path / "vi.txt"
+    text.write_text("có thể\nthông tin\n", encoding="utf-8")
+    for twice in (["--corpus", str(text), "--corpus", str(text)], ["--corpus", str(text), "--eval-text", str(text)]):
+        assert_clean_failure(run_cli("refine", str(ext), *twice, "-o", str(out)), "given twice")
     bad = tmp_path / "nan.npz"
     save_rows(bad, added, {"token_embd.weight": np.full_like(good["token_embd.weight"], np.nan)})
     assert_clean_failure(run_cli("refine", str(ext), "--import-rows", str(bad), "-o", str(out)), "NaN")

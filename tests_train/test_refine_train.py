@@ -46,9 +46,11 @@ def test_extend_refine_llama_cpp(tmp_path, embd, output):
     text = corpus(tmp_path / "vi.txt", 400, 0)
     english = tmp_path / "en.txt"
     english.write_text("".join(f"The file {k} was saved to the disk.\n" for k in range(100)), encoding="utf-8")
+    (tmp_path / "dev").mkdir()
+    dev = corpus(tmp_path / "dev" / "vi.txt", 60, 7)  # same name as the training text, another folder
     out, npz, report = tmp_path / "m.refined.gguf", tmp_path / "rows.npz", tmp_path / "r.json"
     r = subprocess.run([sys.executable, "-m", "gguf_trim.cli", "refine", str(ext), "--corpus", str(text),
-                        "--corpus", str(english),
+                        "--corpus", str(english), "--eval-text", str(dev),
                         "-o", str(out), "--steps", "40", "--seq-len", "64", "--batch", "4", "--lr", "0.02",
                         "--heldout", "20", "--device", "cpu", "--dtype", "float32", "--export-rows", str(npz),
                         "--json", str(report)],
@@ -66,8 +68,15 @@ def test_extend_refine_llama_cpp(tmp_path, embd, output):
     vi, en = rep["corpora"]
     assert vi["added_share"] > 0.1 and en["added_share"] == 0
     assert (vi["weight"], en["weight"]) == (1.0, 0.0)
-    assert set(rep["after_written"]["by_corpus"]) == {str(text), str(english)}
-    assert rep["after_written"]["by_corpus"][str(text)]["loss"] < rep["before"]["by_corpus"][str(text)]["loss"]
+    assert set(rep["after_written"]["by_corpus"]) == {str(text), str(english), str(dev)}
+    for name in (text, dev):
+        assert rep["after_written"]["by_corpus"][str(name)]["loss"] < rep["before"]["by_corpus"][str(name)]["loss"]
+    # --eval-text: scored on its own (up to --heldout lines of it), never in the pooled held-out figures
+    assert rep["eval_texts"] == [{"path": str(dev), "lines": 20}]
+    for scored in (rep["before"], rep["after_written"]):
+        held = [scored["by_corpus"][str(p)] for p in (text, english)]
+        n = sum(c["tokens"] for c in held)
+        assert scored["loss"] == pytest.approx(sum(c["loss"] * c["tokens"] for c in held) / n)
     # only the added rows changed; they are the exported rows in the tensor's own encoding
     assert_only_new_rows_differ(ext, out)
     data = np.load(npz)
