@@ -98,7 +98,7 @@ def split_corpora(paths: list[str], heldout: int, seed: int) -> list[tuple[list[
     out = []
     rng = random.Random(seed)
     for p in paths:
-        lines = [x for x in open_corpus([p]).segments() if x.strip()]
+        lines = text_segments(p)
         if len(lines) < 2:
             raise TrimError(f"{p}: fewer than 2 text segments")
         rng.shuffle(lines)
@@ -107,9 +107,15 @@ def split_corpora(paths: list[str], heldout: int, seed: int) -> list[tuple[list[
     return out
 
 
+def text_segments(path: str) -> list[str]:
+    """A text's non-blank segments."""
+    return [x for x in open_corpus([path]).segments() if x.strip()]
+
+
 def sample_lines(path: str, n: int, seed: int) -> list[str]:
-    """Up to n segments of a text that is only scored (--eval-text), drawn as split_corpora draws."""
-    lines = [x for x in open_corpus([path]).segments() if x.strip()]
+    """Up to n segments of a text that is only scored (--eval-text), shuffled with its own seeded
+    generator."""
+    lines = text_segments(path)
     if not lines:
         raise TrimError(f"{path}: no text segments")
     random.Random(seed).shuffle(lines)

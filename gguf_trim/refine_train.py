@@ -354,6 +354,10 @@ class HeldOut:
     seqs: list[list[int]]
     n_bytes: int
 
+    @classmethod
+    def pack(cls, name: str, lines: list[str], packer: Packer) -> HeldOut:
+        return cls(name, list(packer.sequences(iter(lines))), sum(len(x.encode()) + 1 for x in lines))
+
 
 @torch.no_grad()
 def evaluate(rm: RowModel, held: list[HeldOut], device: torch.device, dtype: torch.dtype,
@@ -429,11 +433,9 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
         rm.lower_precision(dtype)
     packer = Packer(model_path, opts.seq_len)
     try:
-        held = [HeldOut(name, list(packer.sequences(iter(h))), sum(len(x.encode()) + 1 for x in h))
-                for name, (_, h) in zip(corpora, split)]
+        held = [HeldOut.pack(name, h, packer) for name, (_, h) in zip(corpora, split)]
         watched = [sample_lines(p, opts.heldout_lines, opts.seed) for p in opts.eval_texts]
-        extra = [HeldOut(name, list(packer.sequences(iter(h))), sum(len(x.encode()) + 1 for x in h))
-                 for name, h in zip(opts.eval_texts, watched)]
+        extra = [HeldOut.pack(name, h, packer) for name, h in zip(opts.eval_texts, watched)]
         shares = [added_share(packer, train, rm.start) for train, _ in split]
         weights = mix_weights(opts.mix, shares, [len(train) for train, _ in split])
         report = RefineReport(len(added.ids), added.tensors, str(device), str(dtype).replace("torch.", ""), check,
