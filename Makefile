@@ -144,12 +144,14 @@ bench-translate: setup models
 # Refining an extension (issue 12): Gemma-3-270m trimmed, extended with 2,000 compound words ranked on the
 # training text, then the new rows trained on train/vi.txt (train/en.txt is given too: refine's --mix auto
 # holds it out for scoring and does not train on it, as it has no added tokens); bits per byte against the
-# trimmed model on the dev text and on the lines refine held out, tokens and decode speed. The curve
-# (about ten points) also scores 300 dev lines (--eval-text: never trained on).
-# The default 2M tokens (docs/refine.json) took 1 h 38 min on the 2-core CPU; REFINE_TOKENS=200000 is a quick
-# look. On a GPU box add REFINE_ARGS="--device cuda"; REFINE_ARGS="--threads 1" is faster on a CPU another
+# trimmed model on the dev text and on the lines refine held out, tokens, and greedy Vietnamese generation
+# speed (completions of dev lines, En->Vi translations of dev pairs; the three models timed in turns). The
+# curve (about ten points) also scores 300 dev lines (--eval-text: never trained on).
+# The default 1M tokens (docs/refine.json, with refine's compound-or-first-piece loss) took about 50 min on the
+# 2-core CPU (the 2M-token run without that loss, docs/refine-2m-ce.json, 1 h 38 min); REFINE_TOKENS=200000 is
+# a quick look. On a GPU box add REFINE_ARGS="--device cuda"; REFINE_ARGS="--threads 1" is faster on a CPU another
 # job shares.
-REFINE_TOKENS ?= 2000000
+REFINE_TOKENS ?= 1000000
 REFINE_ARGS   ?=
 GEMMA_ENVI    := models/gemma-3-270m-q4_k_m.envi
 bench-refine: setup-train models
@@ -163,7 +165,8 @@ bench-refine: setup-train models
 		--eval-every $$(( $(REFINE_TOKENS) / 10240 )) --json docs/refine.json $(REFINE_ARGS)
 	$(VPY) -m gguf_trim.refine_bench $(GEMMA_ENVI).gguf $(GEMMA_ENVI).vi2000.gguf $(GEMMA_ENVI).vi2000.refined.gguf \
 		--vi $(SHARED)/corpus/dev/vi.txt --en $(SHARED)/corpus/dev/en.txt --json docs/refine-bench.json \
-		--corpus $(SHARED)/corpus/train/vi.txt --corpus $(SHARED)/corpus/train/en.txt
+		--corpus $(SHARED)/corpus/train/vi.txt --corpus $(SHARED)/corpus/train/en.txt \
+		--pairs $(SHARED)/corpus/dev/prose.en-vi.tsv
 
 # Compact profile frontier: sizes 35-60% chosen from the train corpus; line fidelity on the held-out
 # dev text for all three, bits per byte for the two models with weights; counting speed.

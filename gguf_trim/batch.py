@@ -11,6 +11,10 @@ turn, the few-shot examples) are decoded once into a holder sequence and copied 
 with llama_memory_seq_cp, which in a unified KV cache only tags cells: a slot then evaluates
 only its own tail.
 
+The context takes the loaded model's settings, flash attention included (Translator turns it
+on): in a unified cache every token's attention spans the cells of all sequences, masked, and
+llama.cpp's flash-attention kernel skips masked cells where the plain path multiplies them.
+
 Greedy decoding follows llama-cpp-python's create_completion step by step (same prompt
 tokens, same stop rules, same detokenizer, the script guard's mask per sequence), so a
 segment's output can be compared with the one-at-a-time path token for token.

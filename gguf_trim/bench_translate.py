@@ -24,11 +24,11 @@ from .translate import Translator
 
 
 def bench_model(model: str, texts: list[str], refs: list[str], dst: str, parallels: list[int | None],
-                n_ctx: int, threads: int | None, n_gpu_layers: int = 0) -> list[dict]:
+                n_ctx: int, threads: int | None, n_gpu_layers: int = 0, flash_attn: bool = True) -> list[dict]:
     """Rows for one model: the sequential path, then batched at each parallel (None: the default)."""
     import sacrebleu
 
-    tr = Translator(model, n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers)
+    tr = Translator(model, n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, flash_attn=flash_attn)
     rows = []
     try:
         tr.translate(texts[0], dst)  # warm up (page the weights in)
@@ -36,7 +36,8 @@ def bench_model(model: str, texts: list[str], refs: list[str], dst: str, paralle
         seq = [tr.translate(t, dst) for t in texts]
         secs = time.perf_counter() - t0
         seq_text = [t.text for t in seq]
-        base = {"model": Path(model).name, "prompt": tr.prompt, "segments": len(texts), "direction": f"->{dst}"}
+        base = {"model": Path(model).name, "prompt": tr.prompt, "segments": len(texts), "direction": f"->{dst}",
+                "flash_attn": flash_attn}
         tokens = sum(t.tokens for t in seq)
         rows.append({**base, "path": "sequential", "parallel": 1, "tokens": tokens, "seconds": round(secs, 2),
                      "tok_per_s": round(tokens / secs, 1), "speedup": 1.0, "identical": len(texts),
@@ -58,10 +59,11 @@ def bench_model(model: str, texts: list[str], refs: list[str], dst: str, paralle
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | path | parallel | output tokens | seconds | tok/s | vs sequential | identical to sequential "
-             "| chrF |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | flash attn | path | parallel | output tokens | seconds | tok/s | vs sequential "
+             "| identical to sequential | chrF |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['model']} ({r['prompt']}) | {r['path']} | {r['parallel']} | {r['tokens']} | "
+        fa = {True: "on", False: "off"}.get(r.get("flash_attn"), "off")
+        lines.append(f"| {r['model']} ({r['prompt']}) | {fa} | {r['path']} | {r['parallel']} | {r['tokens']} | "
                      f"{r['seconds']} | {r['tok_per_s']} | {r['speedup']:.2f}x | {r['identical']}/{r['segments']} "
                      f"| {r['chrf']} |")
     return "\n".join(lines)
@@ -77,8 +79,10 @@ def markdown(rows: list[dict]) -> str:
 @click.option("--n-ctx", default=4096, show_default=True)
 @click.option("--threads", type=int)
 @click.option("--n-gpu-layers", default=0, show_default=True, help="Layers to offload (CUDA build).")
+@click.option("--flash-attn", "flash", default="both", show_default=True, type=click.Choice(["on", "off", "both"]),
+              help="llama.cpp's flash attention in both paths ('both': each model with it on, then off).")
 @click.option("--json", "json_out", type=click.Path())
-def main(models, pairs, n_pairs, dst, parallels, n_ctx, threads, n_gpu_layers, json_out) -> None:
+def main(models, pairs, n_pairs, dst, parallels, n_ctx, threads, n_gpu_layers, flash, json_out) -> None:
     data = read_pairs(pairs, n_pairs)
     texts = [en if dst == "vi" else vi for en, vi in data]
     refs = [vi if dst == "vi" else en for en, vi in data]
@@ -86,7 +90,8 @@ def main(models, pairs, n_pairs, dst, parallels, n_ctx, threads, n_gpu_layers, j
     rows = []
     for m in models:
         click.echo(f"{m}: {len(texts)} segments ...", err=True)
-        rows += bench_model(m, texts, refs, dst, pars, n_ctx, threads, n_gpu_layers)
+        for fa in {"on": [True], "off": [False], "both": [True, False]}[flash]:
+            rows += bench_model(m, texts, refs, dst, pars, n_ctx, threads, n_gpu_layers, fa)
     click.echo(f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPU cores ({platform.machine()}), "
                f"load average {os.getloadavg()[0]:.2f}, n_ctx {n_ctx}")
     click.echo(markdown(rows))

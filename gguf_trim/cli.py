@@ -485,6 +485,11 @@ def vram(model, spec, quant, n_ctx, as_json):
     click.echo("\n".join(newly) if newly else "no model in this list newly fits a 24 GB or 40 GB card by trimming")
 
 
+_flash_attn_option = click.option(
+    "--flash-attn/--no-flash-attn", default=True, show_default=True,
+    help="llama.cpp's flash attention: segments decoded together skip each other's KV cells (faster batches).")
+
+
 def _translator_options(fn):
     for opt in reversed([
         click.option("--n-ctx", type=click.IntRange(min=256),
@@ -492,6 +497,7 @@ def _translator_options(fn):
                           "all segments decoded together share (default 4096)."),
         click.option("--threads", type=int, help="CPU threads (default: all cores)."),
         click.option("--n-gpu-layers", default=0, show_default=True, help="Layers to offload (CUDA build)."),
+        _flash_attn_option,
         click.option("--temperature", default=0.0, show_default=True, help="0 = greedy."),
         click.option("--seed", type=int, help="Sampling seed (with --temperature > 0)."),
         click.option("--guard/--no-guard", default=None,
@@ -553,8 +559,8 @@ def _style(shots: bool | None, lang_prefix: bool | None):
 @_style_options
 @_errors
 def translate(model, text, dst, src, in_path, out_path, field, column, parallel, resume, as_json, ray_address,
-              ray_shards, n_ctx, threads, n_gpu_layers, temperature, seed, guard, prompt_style, shots, lang_prefix,
-              reask):
+              ray_shards, n_ctx, threads, n_gpu_layers, flash_attn, temperature, seed, guard, prompt_style, shots,
+              lang_prefix, reask):
     """Translate TEXT (or a file) between English and Vietnamese."""
     from .translate import Translator
 
@@ -565,7 +571,7 @@ def translate(model, text, dst, src, in_path, out_path, field, column, parallel,
     if resume and not out_path:
         raise TrimError("--resume needs -i and -o")
     opts = {"n_ctx": n_ctx or (4096 if in_path else 2048), "threads": threads, "n_gpu_layers": n_gpu_layers,
-            "temperature": temperature, "seed": seed, "guard": guard, "prompt": prompt_style,
+            "flash_attn": flash_attn, "temperature": temperature, "seed": seed, "guard": guard, "prompt": prompt_style,
             "style": _style(shots, lang_prefix), "reask": reask}
     if ray_address or ray_shards:
         if not (ray_address and in_path and out_path) or as_json:
@@ -661,18 +667,20 @@ def _translate_file(tr, model, in_path, out_path, dst, src, field, column, paral
               help="KV cells shared by the segments decoded together.")
 @click.option("--parallel", type=click.IntRange(min=1), help="Segments decoded together (default: what --n-ctx holds).")
 @click.option("--sequential", is_flag=True, help="Decode one segment at a time (the reference path).")
+@_flash_attn_option
 @_style_options
 @click.option("--json", "json_out", type=click.Path(), help="Write results (with all outputs) as JSON.")
 @_errors
-def eval_translate(models, pairs, n_pairs, directions, temperature, seed, threads, n_ctx, parallel, sequential, shots,
-                   lang_prefix, reask, json_out):
+def eval_translate(models, pairs, n_pairs, directions, temperature, seed, threads, n_ctx, parallel, sequential,
+                   flash_attn, shots, lang_prefix, reask, json_out):
     """chrF, BLEU, foreign characters, wrong-language outputs and tok/s, side by side. MODEL may end
     in :guard or :noguard."""
     from .evaluate import evaluate, read_pairs, table
 
     data = read_pairs(pairs, n_pairs)
     results = [evaluate(m, data, directions, temperature, seed, threads, progress=True, sequential=sequential,
-                        parallel=parallel, n_ctx=n_ctx, style=_style(shots, lang_prefix), reask=reask)
+                        parallel=parallel, n_ctx=n_ctx, style=_style(shots, lang_prefix), reask=reask,
+                        flash_attn=flash_attn)
                for m in models]
     click.echo(table(results))
     if json_out:
@@ -738,6 +746,9 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
                    "pooled), or one weight per --corpus (e.g. 0.9,0.1).")
 @click.option("--check-lines", default=4, show_default=True, type=click.IntRange(min=0),
               help="Held-out lines on which the float model's logits are compared with llama.cpp's first.")
+@click.option("--choice-weight", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of the loss that teaches a compound to win over its first piece where it is the "
+                   "likelier continuation (so greedy decoding writes it as one token); 0: next-token loss only.")
 @click.option("--threads", type=click.IntRange(min=1), help="PyTorch CPU threads (default: all cores).")
 @click.option("--export-rows", type=click.Path(), help="Also write the trained rows (float32) to this .npz.")
 @click.option("--import-rows", type=click.Path(), help="Write these rows (.npz) instead of training (no PyTorch).")
@@ -746,7 +757,7 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
               help="Load the output with llama.cpp (weights too) before renaming it into place.")
 @_errors
 def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, seed, device, dtype, heldout, eval_every,
-           eval_texts, mix, check_lines, threads, export_rows, import_rows, json_out, check):
+           eval_texts, mix, check_lines, choice_weight, threads, export_rows, import_rows, json_out, check):
     """Train the rows of the tokens `extend` added (every other weight frozen) and write them back."""
     from .refine import added_rows, check_texts, open_single, parse_mix, require_train_stack, save_rows, write_rows
     from .refine import import_rows as do_import
@@ -775,13 +786,13 @@ def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, see
     opts = RefineOptions(tokens=tokens, steps=steps, seq_len=seq_len, batch=batch, lr=lr, warmup=warmup, seed=seed,
                          device=device, dtype=dtype, heldout_lines=heldout, mix=mix_weights, check_lines=check_lines,
                          eval_every=eval_every, eval_texts=list(eval_texts), threads=threads,
-                         progress=sys.stderr.isatty())
+                         progress=sys.stderr.isatty(), choice_weight=choice_weight)
     rows, report = refine_rows(model, list(corpus), opts, log=lambda m: click.echo(m, err=True))
     if export_rows:
         save_rows(export_rows, added, rows)
     meta = {"from": "training", "corpus": ",".join(Path(c).name for c in corpus), "tokens": report.tokens_trained,
             "steps": report.steps, "seq_len": seq_len, "batch": batch, "lr": float(lr), "seed": seed,
-            "mix": ",".join(f"{c['weight']:.3g}" for c in report.corpora),
+            "mix": ",".join(f"{c['weight']:.3g}" for c in report.corpora), "choice_weight": float(choice_weight),
             "heldout_bpb_before": report.before["bpb"], "heldout_bpb_after": report.after_written["bpb"]}
     out = write_rows(model, output, rows, meta, check=check)
     click.echo(f"{out}: {report.n_added:,} rows of {', '.join(report.tensors)} trained on {report.tokens_trained:,} "

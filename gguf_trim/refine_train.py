@@ -60,6 +60,7 @@ class RefineOptions:
     eval_texts: list[str] = field(default_factory=list)  # never trained on; scored beside the held-out lines
     threads: int | None = None
     progress: bool = True
+    choice_weight: float = 1.0  # weight of the compound-or-first-piece loss (see Choices); 0 turns it off
 
 
 @dataclass
@@ -82,6 +83,8 @@ class RefineReport:
     curve: list[dict[str, Any]] = field(default_factory=list)
     eval_texts: list[dict[str, Any]] = field(default_factory=list)  # path, lines
     corpora: list[dict[str, Any]] = field(default_factory=list)  # path, weight, added share, lines
+    choice_groups: int = 0  # first pieces with compounds (Choices)
+    choice_weight: float = 0.0
 
 
 # -- the float model ------------------------------------------------------------------------------
@@ -311,14 +314,101 @@ def _cycle(lines: list[str], seed: int) -> Iterator[str]:
         rng.shuffle(order)
 
 
+# -- the compound-or-first-piece choice ------------------------------------------------------------
+
+class Choices:
+    """Each added compound and the old token it competes with when the model writes it: the first
+    piece of its first word (" học" for " học sinh"), grouped by that piece.
+
+    Why: every old row is frozen, so after the model writes " học" it still predicts " sinh" as the
+    original model did. Next-token cross-entropy leaves part of the compound's probability on the
+    first piece (it cannot take it away from a frozen row), and greedy decoding then often writes
+    the compound piece by piece, in more tokens than the tokenizer would use. The choice loss is
+    the cross-entropy of the next token among its group only ({" học", " học sinh", " học tập",
+    ...}) at the positions whose target is in a group: the model's answer to "the text goes on
+    with ' học'; as which token?", whose optimum puts a compound above its piece exactly when the
+    compound is the likelier continuation."""
+
+    def __init__(self, first: dict[int, int], n_vocab: int):
+        groups: dict[int, list[int]] = {}
+        for c, a in sorted(first.items()):
+            groups.setdefault(a, [a]).append(c)
+        width = max((len(m) for m in groups.values()), default=1)
+        self.n_groups = len(groups)
+        self.row = torch.full((n_vocab,), -1, dtype=torch.long)
+        self.col = torch.zeros(n_vocab, dtype=torch.long)
+        self.members = torch.zeros((max(1, len(groups)), width), dtype=torch.long)
+        self.valid = torch.zeros((max(1, len(groups)), width), dtype=torch.bool)
+        for g, m in enumerate(groups.values()):
+            self.members[g, : len(m)] = torch.tensor(m)
+            self.valid[g, : len(m)] = True
+            self.row[m] = g
+            self.col[m] = torch.arange(len(m))
+
+    @classmethod
+    def for_added(cls, llm, added: AddedRows) -> Choices:
+        """Tokenize each compound's first word (with its leading space) on the extended file: a
+        single word holds no compound, so its first token is the piece the model would write."""
+        start = int(added.ids[0])
+        first = {}
+        for i, text in zip(added.ids, added.texts):
+            words = text.split()
+            if len(words) < 2:
+                continue
+            lead = text[: len(text) - len(text.lstrip())]
+            ids = llm.tokenize((lead + words[0]).encode(), add_bos=False, special=False)
+            if ids and ids[0] < start:
+                first[int(i)] = ids[0]
+        return cls(first, added.n_vocab)
+
+    def to(self, device: torch.device) -> Choices:
+        for name in ("row", "col", "members", "valid"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def loss(self, logits: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Summed choice loss over the positions whose target is in a group, their count, and how
+        many of them the logits already choose right (argmax within the group)."""
+        safe = tgt.clamp(min=0)
+        g = torch.where(tgt >= 0, self.row[safe], torch.full_like(tgt, -1))
+        pos = (g >= 0).nonzero(as_tuple=True)[0]
+        if len(pos) == 0:
+            return logits.new_zeros(()), 0, 0
+        rows = g[pos]
+        z = logits[pos.unsqueeze(1), self.members[rows]].float()
+        z = z.masked_fill(~self.valid[rows], float("-inf"))
+        cols = self.col[safe[pos]]
+        nats = F.cross_entropy(z, cols, reduction="sum")
+        return nats, len(pos), int((z.argmax(-1) == cols).sum())
+
+
 # -- loss -----------------------------------------------------------------------------------------
 
+@dataclass
+class BatchLoss:
+    """A batch's summed next-token loss (nats) and token count, and the choice loss (Choices):
+    its summed nats, the positions it covers and how many of them are chosen right."""
+
+    nats: float = 0.0
+    n: int = 0
+    choice_nats: float = 0.0
+    choice_n: int = 0
+    choice_right: int = 0
+
+    def add(self, o: BatchLoss) -> None:
+        self.nats += o.nats
+        self.n += o.n
+        self.choice_nats += o.choice_nats
+        self.choice_n += o.choice_n
+        self.choice_right += o.choice_right
+
+
 def batch_loss(rm: RowModel, seqs: list[list[int]], device: torch.device, dtype: torch.dtype,
-               train: bool) -> tuple[float, int]:
-    """Summed next-token loss (nats) and token count of a batch. When training, gradients of the
-    mean loss reach the added rows; the logits are formed in blocks of positions, so the (positions,
-    n_vocab) matrix never exists whole: the hidden states' gradient is gathered block by block and
-    sent back through the frozen model once."""
+               train: bool, choices: Choices | None = None, choice_weight: float = 0.0) -> BatchLoss:
+    """The losses of a batch. When training, gradients of the mean loss (next-token loss plus
+    choice_weight times the choice loss, both per predicted token) reach the added rows; the logits
+    are formed in blocks of positions, so the (positions, n_vocab) matrix never exists whole: the
+    hidden states' gradient is gathered block by block and sent back through the frozen model once."""
     width = max(len(s) for s in seqs)
     ids = torch.zeros((len(seqs), width), dtype=torch.long)
     tgt = torch.full((len(seqs), width - 1), -100, dtype=torch.long)
@@ -329,7 +419,7 @@ def batch_loss(rm: RowModel, seqs: list[list[int]], device: torch.device, dtype:
     n = int((tgt != -100).sum())
     amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     grad_ctx = nullcontext() if train else torch.no_grad()
-    total = 0.0
+    out = BatchLoss(n=n)
     with grad_ctx:
         with amp:
             h = rm.hidden(ids)[:, :-1].reshape(-1, rm.new_in.shape[1])
@@ -337,13 +427,21 @@ def batch_loss(rm: RowModel, seqs: list[list[int]], device: torch.device, dtype:
         for a in range(0, hd.shape[0], LOGIT_CHUNK):
             with amp:
                 logits = rm.logits(hd[a:a + LOGIT_CHUNK])
-            loss = F.cross_entropy(logits.float(), tgt[a:a + LOGIT_CHUNK], reduction="sum", ignore_index=-100)
+            t = tgt[a:a + LOGIT_CHUNK]
+            loss = F.cross_entropy(logits.float(), t, reduction="sum", ignore_index=-100)
+            out.nats += float(loss.detach())
+            if choices is not None:
+                c_nats, c_n, c_right = choices.loss(logits, t)
+                out.choice_nats += float(c_nats.detach())
+                out.choice_n += c_n
+                out.choice_right += c_right
+                if train and choice_weight and c_n:
+                    loss = loss + choice_weight * c_nats
             if train:
                 (loss / n).backward()
-            total += float(loss.detach())
         if train and hd.requires_grad and hd.grad is not None:
             h.backward(hd.grad)
-    return total, n
+    return out
 
 
 @dataclass
@@ -361,29 +459,37 @@ class HeldOut:
 
 @torch.no_grad()
 def evaluate(rm: RowModel, held: list[HeldOut], device: torch.device, dtype: torch.dtype,
-             batch: int, extra: Sequence[HeldOut] = ()) -> dict[str, Any]:
+             batch: int, extra: Sequence[HeldOut] = (), choices: Choices | None = None) -> dict[str, Any]:
     """Loss per token and bits per byte of all held-out text, and of each corpus' own; `extra`
-    texts (--eval-text) get their own figures but stay out of the pooled ones."""
+    texts (--eval-text) get their own figures but stay out of the pooled ones. With `choices`, also
+    how often the model picks the right one of a compound and its first piece (`choice`)."""
     by_corpus = {}
-    nats_all, n_all = 0.0, 0
+    pooled = BatchLoss()
     for j, h in enumerate([*held, *extra]):
-        nats, n = 0.0, 0
+        tot = BatchLoss()
         for a in range(0, len(h.seqs), batch):
-            s, k = batch_loss(rm, h.seqs[a:a + batch], device, dtype, train=False)
-            nats += s
-            n += k
-        by_corpus[h.name] = {"loss": nats / max(n, 1), "bpb": nats / math.log(2) / max(h.n_bytes, 1), "tokens": n}
-        if j >= len(held):
-            continue
-        nats_all += nats
-        n_all += n
+            tot.add(batch_loss(rm, h.seqs[a:a + batch], device, dtype, train=False, choices=choices))
+        by_corpus[h.name] = {"loss": tot.nats / max(tot.n, 1), "bpb": tot.nats / math.log(2) / max(h.n_bytes, 1),
+                             "tokens": tot.n, **_choice(tot, choices)}
+        if j < len(held):
+            pooled.add(tot)
     n_bytes = sum(h.n_bytes for h in held)
-    return {"loss": nats_all / max(n_all, 1), "bpb": nats_all / math.log(2) / max(n_bytes, 1),
-            "by_corpus": by_corpus}
+    return {"loss": pooled.nats / max(pooled.n, 1), "bpb": pooled.nats / math.log(2) / max(n_bytes, 1),
+            **_choice(pooled, choices), "by_corpus": by_corpus}
+
+
+def _choice(t: BatchLoss, choices: Choices | None) -> dict[str, Any]:
+    if choices is None:
+        return {}
+    return {"choice": {"positions": t.choice_n, "right": t.choice_right / max(t.choice_n, 1),
+                       "loss": t.choice_nats / max(t.choice_n, 1)}}
 
 
 def _bpbs(r: dict[str, Any]) -> str:
-    return ", ".join(f"{'/'.join(Path(name).parts[-2:])} {x['bpb']:.4f}" for name, x in r["by_corpus"].items())
+    """Each corpus' bits per byte, and the compound-or-piece choices it gets right where it has any."""
+    return ", ".join(f"{'/'.join(Path(name).parts[-2:])} {x['bpb']:.4f}"
+                     + (f" (choice {x['choice']['right']:.1%})" if x.get("choice", {}).get("positions") else "")
+                     for name, x in r["by_corpus"].items())
 
 
 # -- the whole run --------------------------------------------------------------------------------
@@ -446,7 +552,11 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
         report.eval_texts = [{"path": name, "lines": len(h)} for name, h in zip(opts.eval_texts, watched)]
         log("training text: " + ", ".join(f"{Path(c['path']).name} {c['weight']:.0%} of sequences "
                                           f"({c['added_share']:.1%} added tokens)" for c in report.corpora))
-        report.before = evaluate(rm, held, device, dtype, opts.batch, extra)
+        choices = Choices.for_added(packer.llm, added).to(device)
+        report.choice_groups, report.choice_weight = choices.n_groups, opts.choice_weight
+        log(f"choice loss (weight {opts.choice_weight:g}): {len(added.ids):,} compounds in {choices.n_groups:,} groups "
+            "by first piece")
+        report.before = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
         log(f"held-out ({len(held_lines):,} lines, {report.heldout_tokens:,} tokens): loss "
             f"{report.before['loss']:.4f}, {report.before['bpb']:.4f} bits/byte before ({_bpbs(report.before)})")
         report.curve.append({"step": 0, "tokens": 0, **report.before})
@@ -460,7 +570,8 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
         for step in range(1, steps + 1):
             seqs = [next(streams[draw.choices(range(len(streams)), weights)[0]]) for _ in range(opts.batch)]
             opt.zero_grad(set_to_none=True)
-            nats, n = batch_loss(rm, seqs, device, dtype, train=True)
+            b = batch_loss(rm, seqs, device, dtype, train=True, choices=choices, choice_weight=opts.choice_weight)
+            nats, n = b.nats, b.n
             opt.step()
             sched.step()
             report.steps, report.tokens_trained = step, report.tokens_trained + n
@@ -471,7 +582,7 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
             if not opts.progress and (step % 20 == 0 or step == steps):  # a log file gets a line now and then
                 log(f"step {step}/{steps}: {report.tokens_trained:,} tokens, loss {ema:.4f}, {rate:.0f} tokens/s")
             if opts.eval_every and step % opts.eval_every == 0 and step < steps:
-                r = evaluate(rm, held, device, dtype, opts.batch, extra)
+                r = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
                 report.curve.append({"step": step, "tokens": report.tokens_trained, **r})
                 msg = (f"step {step}: {report.tokens_trained:,} tokens, held-out loss {r['loss']:.4f}, "
                        f"{r['bpb']:.4f} bits/byte ({_bpbs(r)})")
@@ -482,9 +593,9 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
         bar.close()
         report.seconds = time.perf_counter() - t_train
         rows = rm.rows()
-        report.after = evaluate(rm, held, device, dtype, opts.batch, extra)
+        report.after = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
         rm.set_rows(roundtrip(rows, types))
-        report.after_written = evaluate(rm, held, device, dtype, opts.batch, extra)
+        report.after_written = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
         report.curve.append({"step": report.steps, "tokens": report.tokens_trained, **report.after_written})
         log(f"held-out: loss {report.before['loss']:.4f} -> {report.after['loss']:.4f} "
             f"({report.after_written['loss']:.4f} with the rows quantized as written), bits/byte "

@@ -141,6 +141,7 @@ class Translator:
     prompt: str = "auto"  # auto | chat | fewshot
     style: PromptStyle = PromptStyle()
     reask: bool = False  # ask once more (REASK style) when an output is not in the target language
+    flash_attn: bool = True  # attention skips the cells of other sequences (see BatchEngine)
     _llm: object = field(default=None, repr=False)
     _guard: ScriptGuard | None = field(default=None, repr=False)
     _formatter: object = field(default=None, repr=False)
@@ -152,7 +153,7 @@ class Translator:
         self.prompt, self.guard = resolve_prompt_guard(self.model, self.prompt, self.guard)
         self.style = self.style.resolved(self.prompt)
         self._llm = load_llama(self.model, n_ctx=self.n_ctx, n_threads=self.threads,
-                               n_gpu_layers=self.n_gpu_layers)
+                               n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn)
         if self.guard:
             llm = self._llm
             import llama_cpp

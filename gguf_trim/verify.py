@@ -93,7 +93,7 @@ def check_loads(*paths: str | Path) -> None:
 
 
 def load_llama(path: str | Path, vocab_only: bool = False, n_ctx: int = 512, logits_all: bool = False,
-               n_threads: int | None = None, n_gpu_layers: int = 0):
+               n_threads: int | None = None, n_gpu_layers: int = 0, flash_attn: bool = False):
     """A llama_cpp.Llama, with llama.cpp's load errors turned into one-line TrimErrors (and its
     aborts kept in a child process: `check_loads`)."""
     from llama_cpp import Llama
@@ -106,7 +106,8 @@ def load_llama(path: str | Path, vocab_only: bool = False, n_ctx: int = 512, log
     check_loads(path)  # parses every shard, then llama.cpp in a child: its aborts stay there
     try:
         return Llama(str(path), vocab_only=vocab_only, n_ctx=n_ctx, logits_all=logits_all,
-                     n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers, verbose=False)
+                     n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers, flash_attn=flash_attn,
+                     verbose=False)
     except (ValueError, RuntimeError) as e:
         raise TrimError(f"{path}: llama.cpp cannot load it: {e}") from None
 

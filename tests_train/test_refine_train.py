@@ -19,7 +19,7 @@ from gguf.constants import GGMLQuantizationType as Q  # noqa: E402
 from gguf_trim import GGUFFile  # noqa: E402
 from gguf_trim.extend import _encode_rows, detokenize_c  # noqa: E402
 from gguf_trim.refine import added_rows, open_single, read_rows  # noqa: E402
-from gguf_trim.refine_train import RowModel, load_float_model, logits_agreement  # noqa: E402
+from gguf_trim.refine_train import Choices, RowModel, load_float_model, logits_agreement  # noqa: E402
 from gguf_trim.verify import load_llama  # noqa: E402
 from tests.test_refine import TEXT, WORDS, assert_only_new_rows_differ, extended_synth  # noqa: E402
 
@@ -64,6 +64,12 @@ def test_extend_refine_llama_cpp(tmp_path, embd, output):
     assert rep["after"]["loss"] < rep["before"]["loss"]
     assert rep["after_written"]["loss"] < rep["before"]["loss"]
     assert rep["tokens_trained"] > 0 and rep["steps"] == 40
+    # the compound-or-first-piece choice (on by default): scored on the Vietnamese held-out lines, and
+    # trained (with the next-token loss) to pick the compound where the text goes on with it
+    assert rep["choice_weight"] == 1.0 and rep["choice_groups"] >= len(WORDS)
+    choice = [r["by_corpus"][str(text)]["choice"] for r in (rep["before"], rep["after_written"])]
+    assert choice[0]["positions"] == choice[1]["positions"] > 0
+    assert choice[1]["right"] > choice[0]["right"] and choice[1]["loss"] < choice[0]["loss"]
     # --mix auto: text without added tokens is held out and scored, never drawn for training
     vi, en = rep["corpora"]
     assert vi["added_share"] > 0.1 and en["added_share"] == 0
@@ -110,3 +116,27 @@ def test_float_model_matches_llama_cpp_on_f32_weights(tmp_path):
     assert check["positions_with_new_tokens"] > 0
     assert check["argmax_agreement"] == 1.0
     assert check["max_abs_diff"] < 0.1
+
+
+def test_choice_loss_is_the_cross_entropy_within_each_group():
+    """Compounds 10, 11 (first piece 3) and 12 (first piece 5): at a position whose target is in
+    a group, the loss is the cross-entropy over that group's logits alone; other positions add
+    nothing. Checked against the sum written out by hand."""
+    import torch
+
+    ch = Choices({10: 3, 11: 3, 12: 5}, n_vocab=13)
+    assert ch.n_groups == 2
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 13, generator=g)
+    tgt = torch.tensor([3, 10, 12, 7, -100, 5])
+    nats, n, right = ch.loss(logits, tgt)
+    groups = {3: [3, 10, 11], 10: [3, 10, 11], 12: [5, 12], 5: [5, 12]}
+    want, hits = 0.0, 0
+    for k, t in enumerate(tgt.tolist()):
+        if t in groups:
+            z = logits[k, groups[t]]
+            want -= float(torch.log_softmax(z, 0)[groups[t].index(t)])
+            hits += int(groups[t][int(z.argmax())] == t)
+    assert n == 4 and right == hits
+    assert float(nats) == pytest.approx(want, rel=1e-6)
+    assert ch.loss(logits, torch.tensor([7, 8, -100]))[1:] == (0, 0)
