@@ -188,13 +188,14 @@ class BatchEngine:
 
     def run(self, jobs: Iterable[Job], guard: ScriptGuard | None = None, temperature: float = 0.0,
             seed: int | None = None, prefix: list[int] | None = None,
-            stop: tuple[bytes, ...] = (b"\n",)) -> Iterator[Done]:
+            stop: tuple[bytes, ...] = (b"\n",), ban: np.ndarray | None = None) -> Iterator[Done]:
         """Decode every job; yields each as it finishes (not in input order).
 
         `prefix`: tokens every job's prompt starts with (decoded once; a job whose prompt does
         not start with them is decoded whole). Greedy when temperature is 0; otherwise plain
         temperature sampling from a generator seeded by (seed, job index), so a segment's output
-        does not depend on which segments share its batch."""
+        does not depend on which segments share its batch. `ban`: a boolean mask of token ids
+        never chosen."""
         import llama_cpp
 
         prefix = list(prefix or [])
@@ -266,7 +267,7 @@ class BatchEngine:
             self._decode(entries)
             finished: list[_Seq] = []
             for s, k in owners:
-                done = self._step(s, self._logits(k), guard, temperature, stop)
+                done = self._step(s, self._logits(k), guard, temperature, stop, ban)
                 if done is not None:
                     finished.append(s)
                     yield done
@@ -277,11 +278,14 @@ class BatchEngine:
                 free.append(s.slot)
 
     def _step(self, s: _Seq, logits: np.ndarray, guard: ScriptGuard | None, temperature: float,
-              stop: tuple[bytes, ...]) -> Done | None:
+              stop: tuple[bytes, ...], ban: np.ndarray | None = None) -> Done | None:
         """Choose the next token of one sequence and apply create_completion's stop rules to it."""
-        if guard is not None:
+        if guard is not None or ban is not None:
             logits = logits.copy()
+        if guard is not None:
             logits[guard.forbidden(guard.state_after(s.gen))] = -np.inf
+        if ban is not None:
+            logits[ban] = -np.inf
         if temperature > 0:
             z = logits.astype(np.float64) / temperature
             z -= z.max()

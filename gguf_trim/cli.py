@@ -749,6 +749,10 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
 @click.option("--choice-weight", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Weight of the loss that teaches a compound to win over its first piece where it is the "
                    "likelier continuation (so greedy decoding writes it as one token); 0: next-token loss only.")
+@click.option("--self-text", default=4000, show_default=True, type=click.IntRange(min=0),
+              help="Also train on this many greedy continuations written by the model itself (before its added "
+                   "tokens: they are banned), of heads of training lines, so the compounds learn to win where the "
+                   "model writes them; 0: none.")
 @click.option("--threads", type=click.IntRange(min=1), help="PyTorch CPU threads (default: all cores).")
 @click.option("--export-rows", type=click.Path(), help="Also write the trained rows (float32) to this .npz.")
 @click.option("--import-rows", type=click.Path(), help="Write these rows (.npz) instead of training (no PyTorch).")
@@ -757,9 +761,19 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
               help="Load the output with llama.cpp (weights too) before renaming it into place.")
 @_errors
 def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, seed, device, dtype, heldout, eval_every,
-           eval_texts, mix, check_lines, choice_weight, threads, export_rows, import_rows, json_out, check):
+           eval_texts, mix, check_lines, choice_weight, self_text, threads, export_rows, import_rows, json_out,
+           check):
     """Train the rows of the tokens `extend` added (every other weight frozen) and write them back."""
-    from .refine import added_rows, check_texts, open_single, parse_mix, require_train_stack, save_rows, write_rows
+    from .refine import (
+        SELF_TEXT,
+        added_rows,
+        check_texts,
+        open_single,
+        parse_mix,
+        require_train_stack,
+        save_rows,
+        write_rows,
+    )
     from .refine import import_rows as do_import
     from .rewrite import check_output
 
@@ -776,7 +790,7 @@ def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, see
         return
     if not corpus:
         raise TrimError("give --corpus text to train on (or --import-rows rows trained elsewhere)")
-    mix_weights = parse_mix(mix, len(corpus))
+    mix_weights = parse_mix(mix, len(corpus), self_text > 0)
     check_texts(list(corpus), list(eval_texts))
     require_train_stack()
     from dataclasses import asdict
@@ -786,13 +800,14 @@ def refine(model, corpus, output, tokens, steps, seq_len, batch, lr, warmup, see
     opts = RefineOptions(tokens=tokens, steps=steps, seq_len=seq_len, batch=batch, lr=lr, warmup=warmup, seed=seed,
                          device=device, dtype=dtype, heldout_lines=heldout, mix=mix_weights, check_lines=check_lines,
                          eval_every=eval_every, eval_texts=list(eval_texts), threads=threads,
-                         progress=sys.stderr.isatty(), choice_weight=choice_weight)
+                         progress=sys.stderr.isatty(), choice_weight=choice_weight, self_text=self_text)
     rows, report = refine_rows(model, list(corpus), opts, log=lambda m: click.echo(m, err=True))
     if export_rows:
         save_rows(export_rows, added, rows)
     meta = {"from": "training", "corpus": ",".join(Path(c).name for c in corpus), "tokens": report.tokens_trained,
             "steps": report.steps, "seq_len": seq_len, "batch": batch, "lr": float(lr), "seed": seed,
             "mix": ",".join(f"{c['weight']:.3g}" for c in report.corpora), "choice_weight": float(choice_weight),
+            "self_text": sum(c["train_lines"] + c["heldout_lines"] for c in report.corpora if c["path"] == SELF_TEXT),
             "heldout_bpb_before": report.before["bpb"], "heldout_bpb_after": report.after_written["bpb"]}
     out = write_rows(model, output, rows, meta, check=check)
     click.echo(f"{out}: {report.n_added:,} rows of {', '.join(report.tensors)} trained on {report.tokens_trained:,} "

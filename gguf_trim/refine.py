@@ -36,6 +36,7 @@ TRAIN_HINT = ('refine trains with PyTorch and transformers, which are not instal
               'pip install -e ".[train]" (or make setup-train)')
 EXTENDED_KEY = PROVENANCE_PREFIX + "extended_from_n_vocab"
 REFINED_PREFIX = PROVENANCE_PREFIX + "refined_"
+SELF_TEXT = "self-text"  # the name refine's report gives the model's own continuations (self_text)
 
 
 @dataclass
@@ -63,19 +64,21 @@ def require_train_stack() -> None:
         raise TrimError(TRAIN_HINT) from None
 
 
-def parse_mix(mix: str, n_corpora: int) -> str | list[float]:
+def parse_mix(mix: str, n_corpora: int, self_text: bool = False) -> str | list[float]:
     """`--mix`: how often each `--corpus` is drawn for a training sequence. `auto` (in proportion to
     how many of its tokens are added ones: text that never uses them, such as English next to
     Vietnamese compounds, only teaches the new output rows to stay low, which they do anyway),
-    `lines` (in proportion to its lines: all text pooled) or one weight per corpus."""
+    `lines` (in proportion to its lines: all text pooled) or one weight per corpus (and one more,
+    last, for the self-text when it is on)."""
     if mix in ("auto", "lines"):
         return mix
     try:
         weights = [float(x) for x in mix.split(",")]
     except ValueError:
         raise TrimError(f"--mix {mix!r}: give auto, lines or one weight per --corpus (e.g. 0.9,0.1)") from None
-    if len(weights) != n_corpora:
-        raise TrimError(f"--mix {mix!r}: {len(weights)} weights for {n_corpora} --corpus files")
+    if len(weights) != n_corpora + self_text:
+        raise TrimError(f"--mix {mix!r}: {len(weights)} weights for {n_corpora} --corpus files"
+                        + (" and the --self-text (give it the last weight, or --self-text 0)" if self_text else ""))
     if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
         raise TrimError(f"--mix {mix!r}: weights must be >= 0 and not all 0")
     return weights
@@ -120,6 +123,65 @@ def sample_lines(path: str, n: int, seed: int) -> list[str]:
         raise TrimError(f"{path}: no text segments")
     random.Random(seed).shuffle(lines)
     return lines[:n]
+
+
+def self_text(model: str | Path, lines: list[str], n: int, max_tokens: int = 48, seed: int = 0) -> list[str]:
+    """The model's own greedy continuations (greedy_continuations) of the heads (first 4 words) of
+    n lines with 6 words or more, each one line (head and continuation), dropped when a repetition
+    loop fills it (fewer than half of its words distinct: a small model's loops would otherwise be
+    much of the text).
+
+    Why: greedy decoding writes a compound whole only where the compound scores above its first
+    piece. In the model's own greedy text a compound follows exactly where the model was sure of
+    it, so the choice loss there teaches the rows the model's own choices; in human text many
+    compounds follow where the frozen model expected something else."""
+    heads = [" ".join(x.split()[:4]) for x in lines if len(x.split()) >= 6]
+    random.Random(seed).shuffle(heads)
+    heads = heads[:n]
+    out = []
+    for h, c in zip(heads, greedy_continuations(model, heads, max_tokens)):
+        words = (h + c).split()
+        if len(words) >= 6 and len(set(words)) >= len(words) / 2:
+            out.append(" ".join(words))
+    return out
+
+
+def greedy_continuations(model: str | Path, heads: list[str], max_tokens: int, parallel: int = 16) -> list[str]:
+    """What the model wrote before `extend`: greedy continuations (up to a newline or max_tokens)
+    of each head through llama.cpp's batched decoding, with the added tokens banned and the head
+    tokenized word by word (a compound spans two words, so none is matched): the token ids and
+    the rows they use are the original file's."""
+    from .batch import BatchEngine, Job
+    from .verify import load_llama
+
+    if not heads:
+        return []
+    with open_single(model) as g:
+        start = int(added_rows(g).ids[0])
+    llm = load_llama(model, n_ctx=512, flash_attn=True)
+    try:
+        jobs = [Job(k, head_tokens(llm, h), max_tokens) for k, h in enumerate(heads)]
+        if any(not j.prompt for j in jobs):
+            raise TrimError("an empty head line")
+        n_ctx = parallel * (max(len(j.prompt) for j in jobs) + max_tokens + 8) + 64
+        ban = np.zeros(llm.n_vocab(), dtype=bool)
+        ban[start:] = True
+        eng = BatchEngine(llm, n_ctx=n_ctx, parallel=parallel)
+        try:
+            done = {d.index: d.text for d in eng.run(jobs, ban=ban)}
+        finally:
+            eng.close()
+    finally:
+        llm.close()
+    return [done[k] for k in range(len(heads))]
+
+
+def head_tokens(llm, head: str) -> list[int]:
+    """BOS (where the model adds one) and the head's words tokenized one by one."""
+    ids = llm.tokenize(b"", add_bos=True, special=False)
+    for j, w in enumerate(head.split()):
+        ids += llm.tokenize((" " + w if j else w).encode(), add_bos=False, special=False)
+    return ids
 
 
 def open_single(model: str | Path) -> GGUFFile:

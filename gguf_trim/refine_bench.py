@@ -14,14 +14,24 @@ import json
 import time
 from pathlib import Path
 
+from .errors import TrimError
 from .evaluate import read_pairs
 from .extend import tokenization_report
-from .refine import split_corpora
+from .refine import added_rows, open_single, split_corpora
 from .verify import _spread, bpb_summary, line_bits_per_file, read_lines
 
 
 def _median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
+
+
+def _added_start(model: str | Path, n_vocab: int) -> int:
+    """The first added (compound) id of an extended file; n_vocab for any other."""
+    try:
+        with open_single(model) as g:
+            return int(added_rows(g).ids[0])
+    except TrimError:
+        return n_vocab
 
 
 def decode_speeds(models: dict[str, str | Path], prompts: list[str], max_tokens: int, runs: int = 3,
@@ -31,11 +41,13 @@ def decode_speeds(models: dict[str, str | Path], prompts: list[str], max_tokens:
     En->Vi translations of `pairs` (the few-shot or chat prompt `translate` uses). Per task:
     characters and tokens generated per second, characters a token, how many tokens the file's
     own tokenizer spells the outputs in (fewer than were generated when the model writes
-    compounds piece by piece), and how many outputs equal the first model's. One timed pass each
-    would mislead: the same file's decode speed moves by several percent from one pass to the next."""
+    compounds piece by piece) and how many of those are added tokens, and how many outputs equal
+    the first model's. One timed pass each would mislead: the same file's decode speed moves by
+    several percent from one pass to the next."""
     from .translate import Translator
 
     trs = {k: Translator(m, n_ctx=1024, threads=None) for k, m in models.items()}
+    starts = {k: _added_start(m, trs[k]._llm.n_vocab()) for k, m in models.items()}
     try:
         def complete(tr: Translator, p: str) -> tuple[str, int]:
             out = tr._llm.create_completion(p, max_tokens=max_tokens, temperature=0.0)
@@ -62,10 +74,12 @@ def decode_speeds(models: dict[str, str | Path], prompts: list[str], max_tokens:
             first = next(iter(models))
             for k, tr in trs.items():
                 chars, s = sum(len(t) for t in texts[k]), _median(secs[k])
-                spelled = sum(len(tr._llm.tokenize(t.encode(), add_bos=False, special=False)) for t in texts[k])
+                ids = [i for t in texts[k] for i in tr._llm.tokenize(t.encode(), add_bos=False, special=False)]
+                spelled, compounds = len(ids), sum(i >= starts[k] for i in ids)
                 out[k][name] = {"chars_per_s": chars / s, "tokens_per_s": toks[k] / s, "chars": chars,
                                 "tokens": toks[k], "chars_per_token": chars / max(toks[k], 1),
-                                "tokens_as_tokenized": spelled, "outputs": len(items),
+                                "tokens_as_tokenized": spelled, "added_as_tokenized": compounds,
+                                "outputs": len(items),
                                 "same_as_" + first: sum(a == b for a, b in zip(texts[k], texts[first])),
                                 "seconds": [round(x, 3) for x in secs[k]]}
         return out
@@ -116,12 +130,13 @@ def table(r: dict) -> str:
     rows.append(f"Greedy Vietnamese generation (medians of {r.get('decode_runs', 1)} timed passes, models in turns):")
     rows.append("")
     rows.append("| task | model | characters/s | tokens/s | characters a token | outputs as the file tokenizes them "
-                "| outputs equal to the trimmed model's |")
+                "(added tokens among them) | outputs equal to the trimmed model's |")
     rows.append("|---|---|---:|---:|---:|---:|---:|")
     for k, tasks in r["decode"].items():
         for name, d in tasks.items():
             rows.append(f"| {name} | {k} | {d['chars_per_s']:.0f} | {d['tokens_per_s']:.1f} | "
-                        f"{d['chars_per_token']:.2f} | {d['tokens']:,} -> {d['tokens_as_tokenized']:,} | "
+                        f"{d['chars_per_token']:.2f} | {d['tokens']:,} -> {d['tokens_as_tokenized']:,} "
+                        f"({d.get('added_as_tokenized', '?')}) | "
                         f"{d['same_as_trimmed']}/{d['outputs']} |")
     return "\n".join(rows)
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from .errors import TrimError
 from .extend import _encode_rows
-from .refine import AddedRows, added_rows, open_single, read_rows, sample_lines, split_corpora
+from .refine import SELF_TEXT, AddedRows, added_rows, open_single, read_rows, sample_lines, self_text, split_corpora
 from .verify import load_llama
 
 LOGIT_CHUNK = 512  # positions per logits block: (512, n_vocab) float32 is 350 MB at 171k tokens
@@ -61,6 +61,8 @@ class RefineOptions:
     threads: int | None = None
     progress: bool = True
     choice_weight: float = 1.0  # weight of the compound-or-first-piece loss (see Choices); 0 turns it off
+    self_text: int = 4000  # greedy continuations of the model's own to train on too (refine.self_text); 0: none
+    self_text_tokens: int = 48  # tokens each
 
 
 @dataclass
@@ -543,12 +545,27 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
         watched = [sample_lines(p, opts.heldout_lines, opts.seed) for p in opts.eval_texts]
         extra = [HeldOut.pack(name, h, packer) for name, h in zip(opts.eval_texts, watched)]
         shares = [added_share(packer, train, rm.start) for train, _ in split]
-        weights = mix_weights(opts.mix, shares, [len(train) for train, _ in split])
+        names, mix = list(corpora), opts.mix
+        if opts.self_text:
+            t1 = time.perf_counter()
+            gen = self_text(model_path, [x for (train, _), a in zip(split, shares) if a > 0 for x in train],
+                            opts.self_text, opts.self_text_tokens, opts.seed)
+            log(f"self-text: {len(gen):,} greedy continuations of training line heads by the model without its "
+                f"added tokens ({time.perf_counter() - t1:.0f} s)")
+            if len(gen) >= 2:  # trained on like a corpus; its held-out lines scored on their own
+                k = max(1, min(opts.heldout_lines, len(gen) // 20))
+                split.append((gen[k:], gen[:k]))
+                names.append(SELF_TEXT)
+                extra.append(HeldOut.pack(SELF_TEXT, gen[:k], packer))
+                shares.append(added_share(packer, gen[k:], rm.start))
+            elif isinstance(mix, list) and len(mix) > len(corpora):
+                mix = mix[: len(corpora)]
+        weights = mix_weights(mix, shares, [len(train) for train, _ in split])
         report = RefineReport(len(added.ids), added.tensors, str(device), str(dtype).replace("torch.", ""), check,
                               sum(len(train) for train, _ in split), len(held_lines),
                               sum(len(s) - 1 for h in held for s in h.seqs), sum(h.n_bytes for h in held))
         report.corpora = [{"path": name, "weight": w, "added_share": a, "train_lines": len(train),
-                           "heldout_lines": len(h)} for name, w, a, (train, h) in zip(corpora, weights, shares, split)]
+                           "heldout_lines": len(h)} for name, w, a, (train, h) in zip(names, weights, shares, split)]
         report.eval_texts = [{"path": name, "lines": len(h)} for name, h in zip(opts.eval_texts, watched)]
         log("training text: " + ", ".join(f"{Path(c['path']).name} {c['weight']:.0%} of sequences "
                                           f"({c['added_share']:.1%} added tokens)" for c in report.corpora))

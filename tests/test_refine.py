@@ -15,7 +15,15 @@ from gguf.constants import GGMLQuantizationType as Q
 
 from gguf_trim import GGUFFile
 from gguf_trim.extend import _encode_rows, detokenize_c, export_rows, extend_file
-from gguf_trim.refine import REFINED_PREFIX, added_rows, open_single, read_rows, save_rows
+from gguf_trim.refine import (
+    REFINED_PREFIX,
+    added_rows,
+    greedy_continuations,
+    head_tokens,
+    open_single,
+    read_rows,
+    save_rows,
+)
 from gguf_trim.synth import build_model
 from gguf_trim.verify import load_llama
 
@@ -122,8 +130,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
                          "cannot read rows")
     assert_clean_failure(run_cli("refine", str(ext), "--import-rows", "x.npz", "-o", str(ext)), "input file")
     assert_clean_failure(run_cli("refine", str(ext), "-o", str(out)), "--corpus")
-    for mix, msg in (("0.5", "1 weights for 2"), ("1,x", "one weight per"), ("0,0", ">= 0 and not all 0"),
-                     ("1,-1", ">= 0")):
+    for mix, msg in (("0.5", "1 weights for 2"), ("1,x", "one weight per"), ("0,0,0", ">= 0 and not all 0"),
+                     ("1,-1,1", ">= 0"), ("1,1", "give it the last weight")):  # the self-text takes the last
         assert_clean_failure(run_cli("refine", str(ext), "--corpus", str(ext), "--corpus", str(ext), "--mix", mix,
                                      "-o", str(out)), msg)
     text = tmp_path / "vi.txt"
@@ -153,3 +161,30 @@ def test_missing_torch_is_one_line_exit_2(tmp_path):
     r = run_cli("refine", str(ext), "--corpus", str(text), "-o", str(out), pre=hide)
     assert_clean_failure(r, 'pip install -e ".[train]"')
     assert not out.exists()
+
+
+def test_self_text_is_what_the_model_wrote_before_extend(tmp_path):
+    """The self-text refine trains on: the extended file's greedy continuations with its added
+    tokens banned and the heads tokenized word by word are, token for token, the original file's
+    greedy continuations (llama-cpp-python's one-at-a-time create_completion), though the heads
+    hold compounds the extended file has tokens for."""
+    ext = extended_synth(tmp_path, Q.F32, None)
+    heads = ["Học sinh Việt Nam có", "Tập tin dữ liệu được", "thông tin này", "The file was"]
+    got = greedy_continuations(ext, heads, max_tokens=12, parallel=3)
+    base = load_llama(tmp_path / "m.gguf", n_ctx=256)
+    try:
+        for h in heads:
+            ids = head_tokens(base, h)
+            assert ids == [t for j, w in enumerate(h.split())
+                           for t in base.tokenize((" " + w if j else w).encode(), add_bos=False, special=False)]
+        want = [base.create_completion(head_tokens(base, h), max_tokens=12, temperature=0.0, stop=["\n"])
+                ["choices"][0]["text"] for h in heads]
+    finally:
+        base.close()
+    assert got == want and any(got)
+    ext_llm = load_llama(ext, vocab_only=True)
+    with open_single(ext) as g:
+        start = int(added_rows(g).ids[0])
+    assert any(t >= start for t in ext_llm.tokenize(heads[0].encode(), add_bos=False, special=False))
+    assert all(t < start for h in heads for t in head_tokens(ext_llm, h))
+    ext_llm.close()
