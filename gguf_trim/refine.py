@@ -125,7 +125,8 @@ def sample_lines(path: str, n: int, seed: int) -> list[str]:
     return lines[:n]
 
 
-def self_text(model: str | Path, lines: list[str], n: int, max_tokens: int = 48, seed: int = 0) -> list[str]:
+def self_text(model: str | Path, start: int, lines: list[str], n: int, max_tokens: int = 48,
+              seed: int = 0) -> list[str]:
     """The model's own greedy continuations (greedy_continuations) of the heads (first 4 words) of
     n lines with 6 words or more, each one line (head and continuation), dropped when a repetition
     loop fills it (fewer than half of its words distinct: a small model's loops would otherwise be
@@ -139,25 +140,24 @@ def self_text(model: str | Path, lines: list[str], n: int, max_tokens: int = 48,
     random.Random(seed).shuffle(heads)
     heads = heads[:n]
     out = []
-    for h, c in zip(heads, greedy_continuations(model, heads, max_tokens)):
+    for h, c in zip(heads, greedy_continuations(model, start, heads, max_tokens)):
         words = (h + c).split()
         if len(words) >= 6 and len(set(words)) >= len(words) / 2:
             out.append(" ".join(words))
     return out
 
 
-def greedy_continuations(model: str | Path, heads: list[str], max_tokens: int, parallel: int = 16) -> list[str]:
+def greedy_continuations(model: str | Path, start: int, heads: list[str], max_tokens: int,
+                         parallel: int = 16) -> list[str]:
     """What the model wrote before `extend`: greedy continuations (up to a newline or max_tokens)
-    of each head through llama.cpp's batched decoding, with the added tokens banned and the head
-    tokenized word by word (a compound spans two words, so none is matched): the token ids and
-    the rows they use are the original file's."""
+    of each head through llama.cpp's batched decoding, with the added tokens (ids from `start`,
+    AddedRows.ids[0]) banned and the head tokenized word by word (a compound spans two words, so
+    none is matched): the token ids and the rows they use are the original file's."""
     from .batch import BatchEngine, Job
     from .verify import load_llama
 
     if not heads:
         return []
-    with open_single(model) as g:
-        start = int(added_rows(g).ids[0])
     llm = load_llama(model, n_ctx=512, flash_attn=True)
     try:
         jobs = [Job(k, head_tokens(llm, h), max_tokens) for k, h in enumerate(heads)]

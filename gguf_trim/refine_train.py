@@ -548,7 +548,7 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
         names, mix = list(corpora), opts.mix
         if opts.self_text:
             t1 = time.perf_counter()
-            gen = self_text(model_path, [x for (train, _), a in zip(split, shares) if a > 0 for x in train],
+            gen = self_text(model_path, rm.start, [x for (train, _), a in zip(split, shares) if a > 0 for x in train],
                             opts.self_text, opts.self_text_tokens, opts.seed)
             log(f"self-text: {len(gen):,} greedy continuations of training line heads by the model without its "
                 f"added tokens ({time.perf_counter() - t1:.0f} s)")

@@ -169,8 +169,10 @@ def test_self_text_is_what_the_model_wrote_before_extend(tmp_path):
     greedy continuations (llama-cpp-python's one-at-a-time create_completion), though the heads
     hold compounds the extended file has tokens for."""
     ext = extended_synth(tmp_path, Q.F32, None)
+    with open_single(ext) as g:
+        start = int(added_rows(g).ids[0])
     heads = ["Học sinh Việt Nam có", "Tập tin dữ liệu được", "thông tin này", "The file was"]
-    got = greedy_continuations(ext, heads, max_tokens=12, parallel=3)
+    got = greedy_continuations(ext, start, heads, max_tokens=12, parallel=3)
     base = load_llama(tmp_path / "m.gguf", n_ctx=256)
     try:
         for h in heads:
@@ -183,8 +185,6 @@ def test_self_text_is_what_the_model_wrote_before_extend(tmp_path):
         base.close()
     assert got == want and any(got)
     ext_llm = load_llama(ext, vocab_only=True)
-    with open_single(ext) as g:
-        start = int(added_rows(g).ids[0])
     assert any(t >= start for t in ext_llm.tokenize(heads[0].encode(), add_bos=False, special=False))
     assert all(t < start for h in heads for t in head_tokens(ext_llm, h))
     ext_llm.close()
