@@ -147,11 +147,12 @@ bench-translate: setup models
 # trimmed model on the dev text and on the lines refine held out, tokens, and greedy Vietnamese generation
 # speed (completions of dev lines, En->Vi translations of dev pairs; the three models timed in turns). The
 # curve (about ten points) also scores 300 dev lines (--eval-text: never trained on).
-# The default 1M tokens (docs/refine.json, with refine's compound-or-first-piece loss and the model's own
-# continuations of 4,000 line heads, --self-text) took about 1 h on the 2-core CPU (the 2M-token run without
-# those, docs/refine-2m-ce.json, 1 h 38 min); REFINE_TOKENS=200000 is a quick look. On a GPU box add
+# The default 1.3M tokens (docs/refine.json, with refine's compound-or-first-piece loss and the model's own
+# continuations of 4,000 line heads, --self-text, drawn for a quarter of the sequences) took 1 h 18 min on
+# the 2-core CPU, plus 10 min for the bench (the 2M-token run without those, docs/refine-2m-ce.json,
+# 1 h 38 min); REFINE_TOKENS=200000 is a quick look. On a GPU box add
 # REFINE_ARGS="--device cuda"; REFINE_ARGS="--threads 1" is faster on a CPU another job shares.
-REFINE_TOKENS ?= 1000000
+REFINE_TOKENS ?= 1300000
 REFINE_ARGS   ?=
 GEMMA_ENVI    := models/gemma-3-270m-q4_k_m.envi
 bench-refine: setup-train models

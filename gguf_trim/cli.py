@@ -742,8 +742,9 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check):
               help="Text never trained on (e.g. your dev set), scored with the held-out lines: --heldout lines "
                    "of it, reported on their own; repeatable.")
 @click.option("--mix", default="auto", show_default=True,
-              help="How often each --corpus is drawn: auto (by its share of added tokens), lines (all lines "
-                   "pooled), or one weight per --corpus (e.g. 0.9,0.1).")
+              help="How often each --corpus is drawn: auto (by its share of added tokens; the self-text a "
+                   "quarter of the sequences), lines (all lines pooled), or one weight per --corpus (e.g. 0.9,0.1), "
+                   "and one more, last, for the self-text.")
 @click.option("--check-lines", default=4, show_default=True, type=click.IntRange(min=0),
               help="Held-out lines on which the float model's logits are compared with llama.cpp's first.")
 @click.option("--choice-weight", default=1.0, show_default=True, type=click.FloatRange(min=0),

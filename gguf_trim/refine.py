@@ -67,7 +67,8 @@ def require_train_stack() -> None:
 def parse_mix(mix: str, n_corpora: int, self_text: bool = False) -> str | list[float]:
     """`--mix`: how often each `--corpus` is drawn for a training sequence. `auto` (in proportion to
     how many of its tokens are added ones: text that never uses them, such as English next to
-    Vietnamese compounds, only teaches the new output rows to stay low, which they do anyway),
+    Vietnamese compounds, only teaches the new output rows to stay low, which they do anyway; the
+    self-text, when it holds added tokens, a quarter of the sequences),
     `lines` (in proportion to its lines: all text pooled) or one weight per corpus (and one more,
     last, for the self-text when it is on)."""
     if mix in ("auto", "lines"):
