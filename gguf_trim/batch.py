@@ -4,7 +4,9 @@ Why: one segment at a time, a small model on a CPU spends each decode step readi
 weight to produce one token. Decoding many sequences in one llama_decode call reads the
 weights once per step for all of them, so a file of segments is translated several times
 faster. Each segment is its own sequence id; when one finishes, its slot (sequence id and KV
-cells) takes the next segment, so the batch stays full (continuous batching).
+cells) takes the next segment, so the batch stays full (continuous batching). Segments enter
+longest first within blocks of a few batches (see longest_first), so the last steps of a file
+are not one long segment decoded alone.
 
 The tokens a segment's prompt shares with every other prompt (the chat template's system
 turn, the few-shot examples) are decoded once into a holder sequence and copied to each slot
@@ -22,6 +24,7 @@ segment's output can be compared with the one-at-a-time path token for token.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -78,6 +81,21 @@ def common_prefix(seqs: list[list[int]]) -> list[int]:
             m += 1
         n = m
     return first[:n]
+
+
+def longest_first(jobs: Iterable[Job], block: int) -> Iterator[Job]:
+    """The jobs in blocks of `block`, each block reordered by need (prompt plus output budget),
+    largest first, ties in input order.
+
+    Why: a step costs nearly as much for one sequence as for several, so a long segment that
+    starts last leaves the batch nearly empty for its final steps; started first, it overlaps
+    with the short ones. Blocks (not the whole input) keep the order local: a result waits at
+    most a block for the segments before it, which bounds what the in-order writer holds and
+    what an interrupted job redoes."""
+    it = iter(jobs)
+    while chunk := list(itertools.islice(it, max(1, block))):
+        chunk.sort(key=lambda j: -(len(j.prompt) + j.max_tokens))
+        yield from chunk
 
 
 class BatchEngine:
@@ -188,18 +206,20 @@ class BatchEngine:
 
     def run(self, jobs: Iterable[Job], guard: ScriptGuard | None = None, temperature: float = 0.0,
             seed: int | None = None, prefix: list[int] | None = None,
-            stop: tuple[bytes, ...] = (b"\n",), ban: np.ndarray | None = None) -> Iterator[Done]:
+            stop: tuple[bytes, ...] = (b"\n",), ban: np.ndarray | None = None,
+            block: int | None = None) -> Iterator[Done]:
         """Decode every job; yields each as it finishes (not in input order).
 
         `prefix`: tokens every job's prompt starts with (decoded once; a job whose prompt does
         not start with them is decoded whole). Greedy when temperature is 0; otherwise plain
         temperature sampling from a generator seeded by (seed, job index), so a segment's output
         does not depend on which segments share its batch. `ban`: a boolean mask of token ids
-        never chosen."""
+        never chosen. `block`: jobs are admitted longest first within blocks of this many
+        (default four batches; 1 keeps the input order)."""
         import llama_cpp
 
         prefix = list(prefix or [])
-        pending = iter(jobs)
+        pending = longest_first(jobs, block or 4 * self.parallel) if self.parallel > 1 else iter(jobs)
         self._extra.clear()
         free = list(range(self.parallel, 0, -1))  # slot ids 1..parallel; 0 holds the prefix
         active: list[_Seq] = []

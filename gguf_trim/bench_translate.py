@@ -3,8 +3,10 @@
 Why a separate benchmark: the batched path exists for throughput, so its claim (output tokens
 per second on a file of segments) is measured here, on real models, and printed as a table,
 never asserted in a test. Each model is timed in the same process on the same segments,
-sequential first, then batched at each --parallel; the outputs are compared (identical share
-and chrF of each path against the references) so that speed is not bought with quality.
+sequential first, then batched at each --parallel, each path warmed up on one segment first (the
+weights paged in, the batch context made, the shared prompt prefix evaluated: once per file in both
+paths, not per segment). The outputs are compared (identical share and chrF of each path against
+the references) so that speed is not bought with quality.
 
     python -m gguf_trim.bench_translate MODEL [MODEL ...] --pairs prose.en-vi.tsv --n 64
 """
@@ -43,6 +45,7 @@ def bench_model(model: str, texts: list[str], refs: list[str], dst: str, paralle
                      "tok_per_s": round(tokens / secs, 1), "speedup": 1.0, "identical": len(texts),
                      "chrf": round(sacrebleu.corpus_chrf(seq_text, [refs]).score, 2)})
         for par in parallels:
+            list(tr.translate_many(texts[:1], dst, parallel=par))  # warm up too (context, shared prefix)
             t0 = time.perf_counter()
             out = list(tr.translate_many(texts, dst, parallel=par))
             secs = time.perf_counter() - t0

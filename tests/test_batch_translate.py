@@ -16,7 +16,7 @@ import time
 import pytest
 
 from gguf_trim import trim
-from gguf_trim.batch import common_prefix
+from gguf_trim.batch import Job, common_prefix, longest_first
 from gguf_trim.errors import TrimError
 from gguf_trim.evaluate import OutputJob, evaluate, read_segments, state_path
 from gguf_trim.langid import LangDetector, detector
@@ -132,6 +132,22 @@ def test_choose_parallel():
     assert choose_parallel(4096, 100, [200] * 10, gpu=True) == 19
     assert choose_parallel(300, 100, [500]) == 1
     assert common_prefix([[1, 2, 3], [1, 2, 4], [1, 2]]) == [1, 2]
+
+
+def test_longest_first_reorders_within_blocks_only():
+    """Admission order: by need (prompt + output budget), largest first, ties in input order, never
+    across a block boundary; the input is read one block ahead, not whole (files can be large)."""
+    pulled = []
+
+    def jobs():
+        for i, (n, m) in enumerate([(3, 1), (5, 5), (2, 2), (9, 1), (1, 1)]):
+            pulled.append(i)
+            yield Job(i, [7] * n, m)
+
+    it = longest_first(jobs(), 3)
+    assert next(it).index == 1 and pulled == [0, 1, 2]
+    assert [j.index for j in it] == [0, 2, 3, 4]
+    assert [j.index for j in longest_first(jobs(), 1)] == [0, 1, 2, 3, 4]
 
 
 def test_language_detector_is_offline_and_labels_outputs(monkeypatch):
