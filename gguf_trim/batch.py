@@ -89,9 +89,9 @@ def longest_first(jobs: Iterable[Job], block: int) -> Iterator[Job]:
 
     Why: a step costs nearly as much for one sequence as for several, so a long segment that
     starts last leaves the batch nearly empty for its final steps; started first, it overlaps
-    with the short ones. Blocks (not the whole input) keep the order local: a result waits at
-    most a block for the segments before it, which bounds what the in-order writer holds and
-    what an interrupted job redoes."""
+    with the short ones. Blocks (not the whole input) keep the order local: a result waits for
+    the segments before it for about a block (plus the slots), which bounds what the in-order
+    writer holds and what an interrupted job redoes."""
     it = iter(jobs)
     while chunk := list(itertools.islice(it, max(1, block))):
         chunk.sort(key=lambda j: -(len(j.prompt) + j.max_tokens))
