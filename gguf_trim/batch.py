@@ -206,20 +206,19 @@ class BatchEngine:
 
     def run(self, jobs: Iterable[Job], guard: ScriptGuard | None = None, temperature: float = 0.0,
             seed: int | None = None, prefix: list[int] | None = None,
-            stop: tuple[bytes, ...] = (b"\n",), ban: np.ndarray | None = None,
-            block: int | None = None) -> Iterator[Done]:
+            stop: tuple[bytes, ...] = (b"\n",), ban: np.ndarray | None = None) -> Iterator[Done]:
         """Decode every job; yields each as it finishes (not in input order).
 
         `prefix`: tokens every job's prompt starts with (decoded once; a job whose prompt does
         not start with them is decoded whole). Greedy when temperature is 0; otherwise plain
         temperature sampling from a generator seeded by (seed, job index), so a segment's output
         does not depend on which segments share its batch. `ban`: a boolean mask of token ids
-        never chosen. `block`: jobs are admitted longest first within blocks of this many
-        (default four batches; 1 keeps the input order)."""
+        never chosen. Jobs are admitted longest first within blocks of four batches (see
+        longest_first); with one slot, in input order."""
         import llama_cpp
 
         prefix = list(prefix or [])
-        pending = longest_first(jobs, block or 4 * self.parallel) if self.parallel > 1 else iter(jobs)
+        pending = longest_first(jobs, 4 * self.parallel) if self.parallel > 1 else iter(jobs)
         self._extra.clear()
         free = list(range(self.parallel, 0, -1))  # slot ids 1..parallel; 0 holds the prefix
         active: list[_Seq] = []

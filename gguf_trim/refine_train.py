@@ -284,7 +284,8 @@ def mix_weights(mix: str | list[float], shares: list[float], train_lines: list[i
         w = list(human) if sum(human) > 0 else [1.0] * len(human)
         if self_text:  # (self-text without added tokens teaches nothing the others do not)
             own = SELF_TEXT_SHARE if shares[-1] > 0 else 0.0
-            w = [x / sum(w) * (1 - own) for x in w] + [own]
+            total = sum(w)
+            w = [x / total * (1 - own) for x in w] + [own]
     elif mix == "lines":
         w = [float(n) for n in train_lines]
     else:
