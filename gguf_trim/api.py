@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from .charset import script_label
-from .errors import TrimError
-from .plan import read_plan, write_plan
-from .rewrite import ModelWriter, TrimResult, check_output, vocab_tensors
-from .select import Selection, read_token_list, select_lossless
-from .shards import open_model
-from .vocab import TYPE_NAMES, Vocab
+from gguf_trim.errors import TrimError
+from gguf_trim.format.shards import open_model
+from gguf_trim.rewrite.writer import ModelWriter, TrimResult, check_output, vocab_tensors
+from gguf_trim.selection.plan import read_plan, write_plan
+from gguf_trim.selection.selection import Selection, read_token_list, select_lossless
+from gguf_trim.vocab.charset import script_label
+from gguf_trim.vocab.vocabulary import TYPE_NAMES, Vocab
 
 PROFILES = ("lossless", "compact")
 
@@ -57,7 +57,7 @@ def make_selection(vocab: Vocab, langs: str = "en,vi", profile: str = "lossless"
         if compact_given:
             raise TrimError("--corpus, --target-size and --min-count belong to --profile compact")
         return select_lossless(vocab, langs, keep_ids, drop_ids)
-    from .compact import gather_evidence, select_compact
+    from gguf_trim.selection.compact import gather_evidence, select_compact
 
     c = compact or CompactOptions()
     if c.target_size is not None and c.min_count is not None:

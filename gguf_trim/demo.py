@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .api import trim
-from .errors import TrimError
-from .verify import load_llama, verify
+from gguf_trim.api import trim
+from gguf_trim.errors import TrimError
+from gguf_trim.rewrite.verify import load_llama, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"

@@ -139,7 +139,7 @@ def _mutate(data: bytearray, rng: random.Random, header_end: int) -> bytes:
 
 def test_mutation_never_crashes_or_leaves_files(tmp_path):
     src = vocab_file("llama-spm").read_bytes()
-    from gguf_trim.gguf_io import GGUFFile
+    from gguf_trim.format.gguffile import GGUFFile
 
     with GGUFFile(vocab_file("llama-spm")) as g:
         header_end = g.header_end
@@ -166,8 +166,8 @@ def test_mutation_never_crashes_or_leaves_files(tmp_path):
 def test_duplicate_token_text_is_refused_and_aborting_loads_are_contained(tmp_path):
 
     from gguf_trim.errors import TrimError
-    from gguf_trim.gguf_io import GGUFFile, encode_field, write_gguf
-    from gguf_trim.rewrite import load_check
+    from gguf_trim.format.gguffile import GGUFFile, encode_field, write_gguf
+    from gguf_trim.rewrite.writer import load_check
 
     src = vocab_file("llama-spm")
     bad = tmp_path / "dup.gguf"

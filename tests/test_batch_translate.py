@@ -16,11 +16,11 @@ import time
 import pytest
 
 from gguf_trim import trim
-from gguf_trim.batch import Job, common_prefix, longest_first
 from gguf_trim.errors import TrimError
-from gguf_trim.evaluate import OutputJob, evaluate, read_segments, state_path
-from gguf_trim.langid import LangDetector, detector
-from gguf_trim.translate import REASK, PromptStyle, Translator, chat_messages, choose_parallel, foreign_chars
+from gguf_trim.runtime.batch import Job, common_prefix, longest_first
+from gguf_trim.runtime.langid import LangDetector, detector
+from gguf_trim.translate.jobs import OutputJob, evaluate, read_segments, state_path
+from gguf_trim.translate.translator import REASK, PromptStyle, Translator, chat_messages, choose_parallel, foreign_chars
 
 from .conftest import GEMMA, QWEN, SMOLLM, need
 from .test_translate import ADVERSARIAL, dev_pairs

@@ -2,8 +2,8 @@
 
 import pytest
 
-from gguf_trim.charset import check_langs, judge_bytes, script_label
 from gguf_trim.errors import TrimError
+from gguf_trim.vocab.charset import check_langs, judge_bytes, script_label
 
 VI = "Tiếng Việt có những chữ như ă â đ ê ô ơ ư, dấu sắc huyền hỏi ngã nặng: ạ ả ấ ầ ẩ ẫ ậ ệ ộ ợ ữ ỹ"
 

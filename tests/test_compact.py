@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gguf_trim import compact as C
-from gguf_trim import count as K
 from gguf_trim.api import CompactOptions, make_selection, trim
-from gguf_trim.charset import judge_bytes
 from gguf_trim.cli import main
-from gguf_trim.gguf_io import GGUFFile
-from gguf_trim.plan import read_plan, write_plan
-from gguf_trim.verify import kept_ids_of, line_bits, load_llama, read_lines
-from gguf_trim.vocab import Vocab
+from gguf_trim.format.gguffile import GGUFFile
+from gguf_trim.rewrite.verify import kept_ids_of, line_bits, load_llama, read_lines
+from gguf_trim.selection import compact as C
+from gguf_trim.selection import count as K
+from gguf_trim.selection.plan import read_plan, write_plan
+from gguf_trim.vocab.charset import judge_bytes
+from gguf_trim.vocab.vocabulary import Vocab
 
 from .conftest import DEV, GEMMA, SHARED, need, vocab_file
 
@@ -86,7 +86,7 @@ def test_fast_counts_equal_llama_cpp(name):
 
 def test_plain_text_blocks_count_the_same(tmp_path):
     """Workers splitting raw .txt blocks count exactly what the segment-by-segment reader gives."""
-    from gguf_trim.corpus import open_corpus
+    from gguf_trim.selection.corpus import open_corpus
 
     path = vocab_file("qwen2")
     vocab = _vocab(path)
@@ -119,7 +119,7 @@ def test_wrong_fast_tokenizer_falls_back_to_llama_cpp(monkeypatch):
 
 
 def test_counts_are_cached_by_tokenizer_and_corpus(tmp_path):
-    from gguf_trim.corpus import open_corpus
+    from gguf_trim.selection.corpus import open_corpus
 
     path = vocab_file("qwen2")
     vocab = _vocab(path)

@@ -1,4 +1,4 @@
-"""gguf_trim.corpus: every format gives exactly the expected segments, the hash follows content and options,
+"""gguf_trim.selection.corpus: every format gives exactly the expected segments, the hash follows content and options,
 and every bad input is a one-line TrimError naming the file (and line)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gguf_trim import corpus
-from gguf_trim.corpus import open_corpus
 from gguf_trim.errors import TrimError
+from gguf_trim.selection import corpus
+from gguf_trim.selection.corpus import open_corpus
 
 
 def segs(*paths: Path | str, **kw) -> list[str]:
@@ -305,7 +305,8 @@ def test_total_bytes(tmp_path):
 
 
 def test_import_is_light():
-    code = "import sys, gguf_trim.corpus; print(sorted(m for m in ('datasets', 'pyarrow') if m in sys.modules))"
+    code = ("import sys, gguf_trim.selection.corpus; "
+            "print(sorted(m for m in ('datasets', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -386,7 +387,7 @@ def test_hf_without_datasets(tmp_path, monkeypatch):
 
 def test_txt_blocks_give_the_same_segments(tmp_path):
     """Workers split .txt blocks themselves (count.py); any block size gives exactly `segments`."""
-    from gguf_trim.corpus import txt_block_segments
+    from gguf_trim.selection.corpus import txt_block_segments
 
     texts = {"a.txt": "\ufeffhello\r\nworld\n\n  \nlast\r", "b.txt": "x\ny\n", "c.txt": "", "d.txt": "no newline",
              "e.txt": "\n\n\n", "f.txt": "".join(f"line {i} Việt\t\r\n" if i % 3 else "\n" for i in range(3000))}

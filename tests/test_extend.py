@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from gguf_trim import GGUFFile, trim
-from gguf_trim.extend import export_rows, extend_file, tokenization_report
-from gguf_trim.verify import bits_per_byte, load_llama, read_lines
+from gguf_trim.extend.words import export_rows, extend_file, tokenization_report
+from gguf_trim.rewrite.verify import bits_per_byte, load_llama, read_lines
 
 from .conftest import GEMMA, SHARED, need
 
@@ -45,7 +45,7 @@ def test_new_rows_are_the_mean_of_their_pieces(extended, tmp_path):
     assert export_rows(out, npz) == len(res.added)
     data = np.load(npz)
     tok = load_llama(base, vocab_only=True)
-    from gguf_trim.extend import _rows_float
+    from gguf_trim.extend.words import _rows_float
 
     with GGUFFile(base) as g:
         n = len(g.get("tokenizer.ggml.tokens"))
@@ -82,8 +82,8 @@ def test_dev_vietnamese_needs_fewer_tokens(tmp_path, dev_vi):
 def test_k_quant_rows_are_requantized_through_libggml(tmp_path):
     from gguf.constants import GGMLQuantizationType as Q
 
-    from gguf_trim.extend import _rows_float
-    from gguf_trim.synth import build_model
+    from gguf_trim.extend.words import _rows_float
+    from gguf_trim.format.quant import build_model
 
     from .conftest import vocab_file
 

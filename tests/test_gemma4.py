@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from gguf_trim import GGUFFile, TrimError, Vocab, trim
-from gguf_trim import compact as C
-from gguf_trim import count as K
 from gguf_trim.api import CompactOptions
-from gguf_trim.extend import detokenize_c, extend_file, tokenization_report
-from gguf_trim.guard import ScriptGuard
-from gguf_trim.select import kept_merges, select_lossless
-from gguf_trim.verify import kept_ids_of, load_llama, read_lines, verify
-from gguf_trim.vocab import BYTE, USER_DEFINED
+from gguf_trim.extend.words import detokenize_c, extend_file, tokenization_report
+from gguf_trim.rewrite.verify import kept_ids_of, load_llama, read_lines, verify
+from gguf_trim.runtime.guard import ScriptGuard
+from gguf_trim.selection import compact as C
+from gguf_trim.selection import count as K
+from gguf_trim.selection.selection import kept_merges, select_lossless
+from gguf_trim.vocab.vocabulary import BYTE, USER_DEFINED
 
 from .conftest import SHARED, need, vocab_file
 
@@ -99,7 +99,7 @@ def test_model_rows_sliced_and_logits_exact(src, tmp_path, dev_vi):
     to the original's count modulo 16, and the logits at the kept ids are the original's exactly."""
     from gguf.constants import GGMLQuantizationType as Q
 
-    from gguf_trim.synth import build_model
+    from gguf_trim.format.quant import build_model
 
     model = build_model(tmp_path / "g4-tiny.gguf", src, Q.Q8_0, Q.F16, n_embd=64, n_ff=128)
     out = tmp_path / "g4-tiny.envi.gguf"

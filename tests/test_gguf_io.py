@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGUFReader
 
-from gguf_trim.gguf_io import GGUFFile, OutTensor, write_gguf
+from gguf_trim.format.gguffile import GGUFFile, OutTensor, write_gguf
 
 from .conftest import SMOLLM, need, vocab_file
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gguf_trim.guard import ScriptGuard, continue_ok, pending_of
+from gguf_trim.runtime.guard import ScriptGuard, continue_ok, pending_of
 
 # a toy vocabulary: the 256 single bytes, some words, an end token
 WORDS = [b" Vi\xe1\xbb\x87t", b" Nam", b"hello", " 中国".encode(), b"\xe1\xbb", b"\xbb\x87", "ệ".encode()[2:] + b"t"]

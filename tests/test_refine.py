@@ -14,8 +14,7 @@ import pytest
 from gguf.constants import GGMLQuantizationType as Q
 
 from gguf_trim import GGUFFile
-from gguf_trim.extend import _encode_rows, detokenize_c, export_rows, extend_file
-from gguf_trim.refine import (
+from gguf_trim.extend.rows import (
     REFINED_PREFIX,
     added_rows,
     greedy_continuations,
@@ -24,8 +23,9 @@ from gguf_trim.refine import (
     read_rows,
     save_rows,
 )
-from gguf_trim.synth import build_model
-from gguf_trim.verify import load_llama
+from gguf_trim.extend.words import _encode_rows, detokenize_c, export_rows, extend_file
+from gguf_trim.format.quant import build_model
+from gguf_trim.rewrite.verify import load_llama
 
 from .conftest import vocab_file
 from .test_bad_input import assert_clean_failure, sha

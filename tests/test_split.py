@@ -19,14 +19,14 @@ import pytest
 from click.testing import CliRunner
 
 from gguf_trim import inspect, trim
+from gguf_trim.bench.vram import plan_file
 from gguf_trim.cli import main
 from gguf_trim.errors import GGUFError
-from gguf_trim.gguf_io import GGUFFile
-from gguf_trim.plan import write_plan
-from gguf_trim.shards import GGUFModel, output_paths
-from gguf_trim.synth import write_split
-from gguf_trim.verify import load_llama, verify
-from gguf_trim.vram import plan_file
+from gguf_trim.format.gguffile import GGUFFile
+from gguf_trim.format.quant import write_split
+from gguf_trim.format.shards import GGUFModel, output_paths
+from gguf_trim.rewrite.verify import load_llama, verify
+from gguf_trim.selection.plan import write_plan
 
 from .conftest import QWEN, SMOLLM, need
 
@@ -224,8 +224,8 @@ def test_refusals(split_qwen, tmp_path):
         assert r.exit_code == 2 and "--split-max-size" in r.output
     # a failure after the copy has started (a plan for another vocabulary) leaves no temp file
     plan = tmp_path / "smol.plan"
-    from gguf_trim.select import select_lossless
-    from gguf_trim.vocab import Vocab
+    from gguf_trim.selection.selection import select_lossless
+    from gguf_trim.vocab.vocabulary import Vocab
     with GGUFFile(need(SMOLLM)) as g:
         write_plan(plan, select_lossless(Vocab.from_gguf(g)), source="smol")
     out = tmp_path / "o"
@@ -263,7 +263,7 @@ def test_split_model_errors_are_gguf_errors(split_qwen, tmp_path):
 
 
 def test_extend_reads_a_split_model(split_trim, single_trim, tmp_path):
-    from gguf_trim.extend import extend_file
+    from gguf_trim.extend.words import extend_file
 
     words = tmp_path / "words.txt"
     words.write_text("học sinh\nViệt Nam\ncó thể\n", encoding="utf-8")
@@ -282,7 +282,7 @@ def test_a_failed_rename_takes_back_the_shards_already_renamed(split_qwen, tmp_p
     already in place are removed again and no temp file stays, so no partial set is left."""
     import os
 
-    import gguf_trim.rewrite as rw
+    import gguf_trim.rewrite.writer as rw
 
     real, calls = os.replace, []
 

@@ -8,8 +8,8 @@ import pytest
 from gguf.constants import GGMLQuantizationType as Q
 
 from gguf_trim import GGUFFile, trim
-from gguf_trim.synth import build_model
-from gguf_trim.verify import kept_ids_of, load_llama, logits_diff, tokenize
+from gguf_trim.format.quant import build_model
+from gguf_trim.rewrite.verify import kept_ids_of, load_llama, logits_diff, tokenize
 
 from .conftest import vocab_file
 

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from gguf_trim import trim
-from gguf_trim.evaluate import read_segments
-from gguf_trim.translate import Translator, detect_lang, foreign_chars
+from gguf_trim.translate.jobs import read_segments
+from gguf_trim.translate.translator import Translator, detect_lang, foreign_chars
 
 from .conftest import DEV, GEMMA, QWEN, need
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from gguf_trim import GGUFFile, TrimError, Vocab, trim
-from gguf_trim.charset import judge_bytes
-from gguf_trim.select import read_token_list, select_lossless
-from gguf_trim.verify import kept_ids_of, load_llama, verify
+from gguf_trim.rewrite.verify import kept_ids_of, load_llama, verify
+from gguf_trim.selection.selection import read_token_list, select_lossless
+from gguf_trim.vocab.charset import judge_bytes
 
 from .conftest import GEMMA, QWEN, need, vocab_file
 
@@ -131,7 +131,7 @@ def test_drop_and_keep_lists(tmp_path):
     assert not sel.keep[hello] and sel.n_kept < base.n_kept
     # keeping a CJK word brings back the pieces it is built from (closure)
     word = "中国".encode()
-    from gguf_trim.vocab import BYTE_TO_CHAR
+    from gguf_trim.vocab.vocabulary import BYTE_TO_CHAR
     stored = "".join(BYTE_TO_CHAR[b] for b in word)
     wid = v.token_to_id[stored.encode()]
     (tmp_path / "keep.txt").write_text("中国\n", encoding="utf-8")
@@ -152,7 +152,7 @@ def test_llama_cpp_default_special_ids_keep_naming_the_same_token(case, tmp_path
     token that was id 11 explicitly, or llama.cpp's default would point at the next one."""
     from gguf.constants import GGUFValueType as V
 
-    from gguf_trim.gguf_io import GGUF_MAGIC, encode_field
+    from gguf_trim.format.gguffile import GGUF_MAGIC, encode_field
 
     with GGUFFile(vocab_file("gpt-2")) as g:
         tokens = list(g.get("tokenizer.ggml.tokens"))

@@ -7,9 +7,7 @@ import pytest
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from gguf_trim import GGUFFile, TrimError, Vocab, trim
-from gguf_trim.rewrite import PAD_MODULUS, add_padding
-from gguf_trim.select import select_lossless
-from gguf_trim.vram import (
+from gguf_trim.bench.vram import (
     ALL_QUANTS,
     BLOCKS,
     CARDS,
@@ -25,6 +23,8 @@ from gguf_trim.vram import (
     tensor_type,
     trimmed_n_vocab,
 )
+from gguf_trim.rewrite.writer import PAD_MODULUS, add_padding
+from gguf_trim.selection.selection import select_lossless
 
 from .conftest import GEMMA, QWEN, need, vocab_file
 

@@ -21,8 +21,8 @@ import pytest
 
 pytest.importorskip("ray", reason="the ray extra is not installed: make setup-ray")
 
-from gguf_trim.cluster import parts_dir, translate_file_ray  # noqa: E402
-from gguf_trim.evaluate import state_path  # noqa: E402
+from gguf_trim.translate.cluster import parts_dir, translate_file_ray  # noqa: E402
+from gguf_trim.translate.jobs import state_path  # noqa: E402
 from tests.conftest import GEMMA, need  # noqa: E402
 from tests.test_bad_input import assert_clean_failure  # noqa: E402
 from tests.test_translate import dev_pairs  # noqa: E402
@@ -142,7 +142,7 @@ def test_library_uses_an_initialised_ray(job, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
 
-    from gguf_trim.translate import PromptStyle
+    from gguf_trim.translate.translator import PromptStyle
 
     d, inp, ref = job
     out = d / "lib.jsonl"

@@ -18,10 +18,10 @@ pytest.importorskip("torch", reason="the train extra is not installed: make setu
 from gguf.constants import GGMLQuantizationType as Q  # noqa: E402
 
 from gguf_trim import GGUFFile  # noqa: E402
-from gguf_trim.extend import _encode_rows, detokenize_c  # noqa: E402
-from gguf_trim.refine import added_rows, open_single, read_rows  # noqa: E402
-from gguf_trim.refine_train import Choices, RowModel, load_float_model, logits_agreement  # noqa: E402
-from gguf_trim.verify import load_llama  # noqa: E402
+from gguf_trim.extend.words import _encode_rows, detokenize_c  # noqa: E402
+from gguf_trim.extend.rows import added_rows, open_single, read_rows  # noqa: E402
+from gguf_trim.extend.train import Choices, RowModel, load_float_model, logits_agreement  # noqa: E402
+from gguf_trim.rewrite.verify import load_llama  # noqa: E402
 from tests.test_refine import TEXT, WORDS, assert_only_new_rows_differ, extended_synth  # noqa: E402
 
 
@@ -115,7 +115,7 @@ def test_extend_refine_llama_cpp(tmp_path, embd, output):
     for line in TEXT + text.read_text(encoding="utf-8").splitlines()[:50]:
         assert detokenize_c(llm, llm.tokenize(line.encode(), add_bos=False, special=False)) == line
     llm.close()
-    from gguf_trim.verify import bits_per_byte
+    from gguf_trim.rewrite.verify import bits_per_byte
 
     lines = text.read_text(encoding="utf-8").splitlines()[:100]
     assert bits_per_byte(out, lines) < bits_per_byte(ext, lines)

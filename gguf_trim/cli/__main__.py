@@ -1,0 +1,3 @@
+from gguf_trim.cli import main
+
+main()

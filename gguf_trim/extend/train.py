@@ -1,0 +1,666 @@
+"""Training the rows that `extend` added, with PyTorch (the optional `train` extra).
+
+The model is read from the GGUF itself as a float model by transformers (`from_pretrained(...,
+gguf_file=...)`, which dequantizes every tensor with gguf-py), and its logits are compared with
+llama.cpp's on a few lines before any training, so what is optimised is the model llama.cpp runs.
+Every weight of it is frozen. The only parameters are the added rows of token_embd (and of output
+when untied): the embedding is looked up from the frozen matrix for old ids and from the trainable
+rows for new ids, and the logits are the frozen rows' and the new rows' side by side. The text is
+tokenized by llama.cpp on the extended file, so the ids are exactly the ones llama.cpp will see.
+The loss is next-token cross-entropy; a held-out split of the same text is scored (bits per byte
+of its UTF-8 text, each corpus on its own too) before and after, the "after" with the rows as they
+will be written (quantized). Each training sequence comes from one corpus, drawn by default in
+proportion to how often its text uses the added tokens: on Gemma-3-270m, spending half the tokens on
+English (which never uses them) made the Vietnamese rows learn about half as fast, and English bits
+per byte stayed the same without it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gguf.constants import GGMLQuantizationType
+from gguf.quants import dequantize
+from torch import nn
+
+from gguf_trim.errors import TrimError
+from gguf_trim.extend.rows import (
+    SELF_TEXT,
+    AddedRows,
+    added_rows,
+    open_single,
+    read_rows,
+    sample_lines,
+    self_text,
+    split_corpora,
+)
+from gguf_trim.extend.words import _encode_rows
+from gguf_trim.rewrite.verify import load_llama
+
+LOGIT_CHUNK = 512  # positions per logits block: (512, n_vocab) float32 is 350 MB at 171k tokens
+
+
+@dataclass
+class RefineOptions:
+    tokens: int = 200_000  # training tokens (predicted positions); `steps` wins when set
+    steps: int | None = None
+    seq_len: int = 256
+    batch: int = 8
+    lr: float = 3e-4
+    warmup: int = 20
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    heldout_lines: int = 300  # per corpus, at most 5% of it
+    mix: str | list[float] = "auto"  # how often each corpus is drawn (refine.parse_mix)
+    check_lines: int = 4  # lines whose logits are compared with llama.cpp's
+    eval_every: int = 0  # steps between held-out evaluations (0: only before and after)
+    eval_texts: list[str] = field(default_factory=list)  # never trained on; scored beside the held-out lines
+    threads: int | None = None
+    progress: bool = True
+    choice_weight: float = 1.0  # weight of the compound-or-first-piece loss (see Choices); 0 turns it off
+    self_text: int = 4000  # greedy continuations of the model's own to train on too (refine.self_text); 0: none
+    self_text_tokens: int = 48  # tokens each
+
+
+@dataclass
+class RefineReport:
+    n_added: int
+    tensors: list[str]
+    device: str
+    dtype: str
+    logits_check: dict[str, Any]
+    train_lines: int
+    heldout_lines: int
+    heldout_tokens: int
+    heldout_bytes: int
+    steps: int = 0
+    tokens_trained: int = 0
+    seconds: float = 0.0
+    before: dict[str, Any] = field(default_factory=dict)  # loss, bpb, by_corpus
+    after: dict[str, Any] = field(default_factory=dict)  # loss, bpb, by_corpus
+    after_written: dict[str, Any] = field(default_factory=dict)  # loss, bpb, by_corpus
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    eval_texts: list[dict[str, Any]] = field(default_factory=list)  # path, lines
+    corpora: list[dict[str, Any]] = field(default_factory=list)  # path, weight, added share, lines
+    choice_groups: int = 0  # first pieces with compounds (Choices)
+    choice_weight: float = 0.0
+
+
+# -- the float model ------------------------------------------------------------------------------
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrimError("--device cuda: this PyTorch sees no CUDA device")
+    if device not in ("cpu", "cuda"):
+        raise TrimError(f"unknown --device {device!r} (cpu, cuda, auto)")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """bfloat16 where matmuls run natively in it (CUDA; CPUs with AMX), else float32."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    except KeyError:
+        raise TrimError(f"unknown --dtype {dtype!r} (float32, bfloat16, auto)") from None
+
+
+def _cpu_has_bf16() -> bool:
+    """Does this CPU multiply bfloat16 natively (AMX or AVX512-BF16)? Linux's cpuinfo flags say."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def load_float_model(path: str | Path) -> nn.Module:
+    """The GGUF as a float32 transformers model (dequantized by gguf-py), every weight frozen."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    transformers.logging.set_verbosity_error()
+    path = Path(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError, NotImplementedError, RuntimeError) as e:
+        raise TrimError(f"{path}: transformers cannot build a float model from it: {str(e).splitlines()[0]}") from None
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class RowModel(nn.Module):
+    """The frozen model plus the added rows as the only parameters."""
+
+    def __init__(self, model: nn.Module, added: AddedRows, rows: dict[str, np.ndarray]):
+        super().__init__()
+        self.model = model
+        self.start = int(added.ids[0])
+        emb = model.get_input_embeddings()
+        head = model.get_output_embeddings()
+        n = emb.weight.shape[0]
+        if n != added.n_vocab or head is None or head.weight.shape[0] != n:
+            raise TrimError(f"the float model has {n} embedding rows, the file {added.n_vocab} tokens")
+        if getattr(head, "bias", None) is not None:
+            raise TrimError("the float model's output layer has a bias; refine does not train it")
+        self.tied = "output.weight" not in added.tensors
+        if self.tied != (head.weight.data_ptr() == emb.weight.data_ptr()):
+            raise TrimError("the float model's output tying does not match the file's")
+        self.new_in = nn.Parameter(torch.from_numpy(rows["token_embd.weight"]).clone())
+        self.new_out = self.new_in if self.tied else nn.Parameter(torch.from_numpy(rows["output.weight"]).clone())
+        self.emb = emb
+        self.head = head
+        self.scale = getattr(emb, "embed_scale", None)  # Gemma scales embeddings by sqrt(n_embd)
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        self.out_old: torch.Tensor | None = None
+
+    def lower_precision(self, dtype: torch.dtype) -> None:
+        """Frozen matmul weights in `dtype` (bfloat16 runs on AMX/tensor cores), cast once here rather
+        than by autocast on every call; norms, embeddings and the trained rows stay float32. The
+        old rows of the output matrix get their own low-precision copy (the embedding lookup keeps
+        the float32 matrix)."""
+        head_w = self.head.weight
+        for mod in self.model.modules():
+            if isinstance(mod, nn.Linear) and mod.weight is not head_w:
+                mod.to(dtype)
+        self.out_old = head_w[: self.start].detach().to(dtype).contiguous()
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [self.new_in] if self.tied else [self.new_in, self.new_out]
+
+    def rows(self) -> dict[str, np.ndarray]:
+        out = {"token_embd.weight": self.new_in.detach().float().cpu().numpy()}
+        if not self.tied:
+            out["output.weight"] = self.new_out.detach().float().cpu().numpy()
+        return out
+
+    def set_rows(self, rows: dict[str, np.ndarray]) -> None:
+        with torch.no_grad():
+            self.new_in.copy_(torch.from_numpy(rows["token_embd.weight"]))
+            if not self.tied:
+                self.new_out.copy_(torch.from_numpy(rows["output.weight"]))
+
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (after the output norm) for token ids (B, T)."""
+        old_w = self.emb.weight[: self.start]
+        is_new = (ids >= self.start).unsqueeze(-1)
+        x = F.embedding(ids.clamp(max=self.start - 1), old_w)
+        if bool(is_new.any()):
+            new = F.embedding((ids - self.start).clamp(min=0), self.new_in.to(old_w.dtype))
+            x = torch.where(is_new, new, x)
+        if self.scale is not None:
+            x = x * self.scale.to(x.dtype)
+        return self.model.model(inputs_embeds=x, use_cache=False).last_hidden_state
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        old = self.out_old if self.out_old is not None else self.head.weight[: self.start]
+        out = torch.cat([h @ old.T, h @ self.new_out.to(old.dtype).T], dim=-1)
+        if self.softcap:
+            out = torch.tanh(out / self.softcap) * self.softcap
+        return out
+
+
+def roundtrip(rows: dict[str, np.ndarray], types: dict[str, int]) -> dict[str, np.ndarray]:
+    """Rows as they will be in the file: quantized to each tensor's type and back."""
+    out = {}
+    for name, x in rows.items():
+        qt = GGMLQuantizationType(types[name])
+        raw = np.frombuffer(_encode_rows(x, qt), dtype=np.uint8).reshape(len(x), -1)
+        if qt == GGMLQuantizationType.F32:
+            out[name] = raw.view(np.float32).copy()
+        elif qt == GGMLQuantizationType.F16:
+            out[name] = raw.view(np.float16).astype(np.float32)
+        else:
+            out[name] = dequantize(raw, qt).astype(np.float32).reshape(len(x), -1)
+    return out
+
+
+# -- agreement with llama.cpp ---------------------------------------------------------------------
+
+@torch.no_grad()
+def logits_agreement(path: str | Path, rm: RowModel, lines: list[str], n_ctx: int = 256) -> dict[str, Any]:
+    """Run the same token ids through llama.cpp (quantized weights) and the float model:
+    max |logit difference|, argmax agreement, and bits per byte by each on these lines."""
+    llm = load_llama(path, n_ctx=n_ctx, logits_all=True)
+    worst, agree, positions, new_positions = 0.0, 0, 0, 0
+    nats = [0.0, 0.0]
+    size = 0
+    try:
+        start = llm.token_bos() if llm.token_bos() >= 0 else llm.token_eos()
+        for line in lines:
+            ids = [start] + llm.tokenize(line.encode(), add_bos=False, special=False)
+            ids = ids[:n_ctx]
+            llm.reset()
+            llm.eval(ids)
+            a = torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
+            b = rm.logits(rm.hidden(torch.tensor([ids]))).float()[0]
+            worst = max(worst, float((a - b).abs().max()))
+            agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+            positions += len(ids)
+            new_positions += sum(i >= rm.start for i in ids)
+            tgt = torch.tensor(ids[1:])
+            for k, x in enumerate((a, b)):
+                nats[k] += float(F.cross_entropy(x[:-1].double(), tgt, reduction="sum"))
+            size += len(line.encode())
+    finally:
+        llm.close()
+    return {"lines": len(lines), "positions": positions, "positions_with_new_tokens": new_positions,
+            "max_abs_diff": worst, "argmax_agreement": agree / max(positions, 1),
+            "bpb_llama_cpp": nats[0] / math.log(2) / max(size, 1), "bpb_float": nats[1] / math.log(2) / max(size, 1)}
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+def added_share(packer: Packer, lines: list[str], start: int, sample: int = 200) -> float:
+    """Share of the tokens of (a sample of) these lines that are added tokens."""
+    ids = [i for line in lines[:sample] for i in packer.tokens(line)]
+    return sum(i >= start for i in ids) / max(len(ids), 1)
+
+
+# --mix auto's share of sequences for the self-text: in the 1M-token bench run that drew it by its share of
+# added tokens (54%), the human text got half of the steps and dev Vietnamese fell behind the run without it
+# after 400k tokens; a quarter leaves the human text three quarters of the steps.
+SELF_TEXT_SHARE = 0.25
+
+
+def mix_weights(mix: str | list[float], shares: list[float], train_lines: list[int],
+                self_text: bool = False) -> list[float]:
+    """Each corpus' probability of being drawn for a training sequence (see refine.parse_mix);
+    `self_text`: the last corpus is the self-text, which `auto` draws for SELF_TEXT_SHARE of them
+    when it holds added tokens."""
+    if mix == "auto":
+        human = shares[:-1] if self_text else list(shares)
+        w = list(human) if sum(human) > 0 else [1.0] * len(human)
+        if self_text:  # (self-text without added tokens teaches nothing the others do not)
+            own = SELF_TEXT_SHARE if shares[-1] > 0 else 0.0
+            total = sum(w)
+            w = [x / total * (1 - own) for x in w] + [own]
+    elif mix == "lines":
+        w = [float(n) for n in train_lines]
+    else:
+        w = list(mix)
+    return [x / sum(w) for x in w]
+
+
+class Packer:
+    """Token sequences of seq_len+1 ids: BOS, then lines tokenized one by one by llama.cpp, each
+    followed by the newline token(s); a line cut at a sequence end goes on after BOS in the next."""
+
+    def __init__(self, path: str | Path, seq_len: int):
+        self.llm = load_llama(path, vocab_only=True)
+        self.bos = self.llm.token_bos() if self.llm.token_bos() >= 0 else self.llm.token_eos()
+        self.nl = self.llm.tokenize(b"\n", add_bos=False, special=False)
+        if not self.nl:
+            raise TrimError(f"{path}: the vocabulary cannot encode a newline")
+        self.seq_len = seq_len
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def tokens(self, line: str) -> list[int]:
+        return self.llm.tokenize(line.encode(), add_bos=False, special=False) + self.nl
+
+    def sequences(self, lines: Iterator[str]) -> Iterator[list[int]]:
+        buf = [self.bos]
+        for line in lines:
+            buf.extend(self.tokens(line))
+            while len(buf) >= self.seq_len + 1:
+                yield buf[: self.seq_len + 1]
+                buf = [self.bos] + buf[self.seq_len + 1:]
+        if len(buf) > 1:
+            yield buf
+
+
+def _cycle(lines: list[str], seed: int) -> Iterator[str]:
+    rng = random.Random(seed)
+    order = list(lines)
+    while True:
+        yield from order
+        rng.shuffle(order)
+
+
+# -- the compound-or-first-piece choice ------------------------------------------------------------
+
+class Choices:
+    """Each added compound and the old token it competes with when the model writes it: the first
+    piece of its first word (" học" for " học sinh"), grouped by that piece.
+
+    Why: every old row is frozen, so after the model writes " học" it still predicts " sinh" as the
+    original model did. Next-token cross-entropy leaves part of the compound's probability on the
+    first piece (it cannot take it away from a frozen row), and greedy decoding then often writes
+    the compound piece by piece, in more tokens than the tokenizer would use. The choice loss is
+    the cross-entropy of the next token among its group only ({" học", " học sinh", " học tập",
+    ...}) at the positions whose target is in a group: the model's answer to "the text goes on
+    with ' học'; as which token?", whose optimum puts a compound above its piece exactly when the
+    compound is the likelier continuation."""
+
+    def __init__(self, first: dict[int, int], n_vocab: int):
+        groups: dict[int, list[int]] = {}
+        for c, a in sorted(first.items()):
+            groups.setdefault(a, [a]).append(c)
+        width = max((len(m) for m in groups.values()), default=1)
+        self.n_groups = len(groups)
+        self.row = torch.full((n_vocab,), -1, dtype=torch.long)
+        self.col = torch.zeros(n_vocab, dtype=torch.long)
+        self.members = torch.zeros((max(1, len(groups)), width), dtype=torch.long)
+        self.valid = torch.zeros((max(1, len(groups)), width), dtype=torch.bool)
+        for g, m in enumerate(groups.values()):
+            self.members[g, : len(m)] = torch.tensor(m)
+            self.valid[g, : len(m)] = True
+            self.row[m] = g
+            self.col[m] = torch.arange(len(m))
+
+    @classmethod
+    def for_added(cls, llm, added: AddedRows) -> Choices:
+        """Tokenize each compound's first word (with its leading space) on the extended file: a
+        single word holds no compound, so its first token is the piece the model would write."""
+        start = int(added.ids[0])
+        first = {}
+        for i, text in zip(added.ids, added.texts):
+            words = text.split()
+            if len(words) < 2:
+                continue
+            lead = text[: len(text) - len(text.lstrip())]
+            ids = llm.tokenize((lead + words[0]).encode(), add_bos=False, special=False)
+            if ids and ids[0] < start:
+                first[int(i)] = ids[0]
+        return cls(first, added.n_vocab)
+
+    def to(self, device: torch.device) -> Choices:
+        for name in ("row", "col", "members", "valid"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def loss(self, logits: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Summed choice loss over the positions whose target is in a group, their count, and how
+        many of them the logits already choose right (argmax within the group)."""
+        safe = tgt.clamp(min=0)
+        g = torch.where(tgt >= 0, self.row[safe], torch.full_like(tgt, -1))
+        pos = (g >= 0).nonzero(as_tuple=True)[0]
+        if len(pos) == 0:
+            return logits.new_zeros(()), 0, 0
+        rows = g[pos]
+        z = logits[pos.unsqueeze(1), self.members[rows]].float()
+        z = z.masked_fill(~self.valid[rows], float("-inf"))
+        cols = self.col[safe[pos]]
+        nats = F.cross_entropy(z, cols, reduction="sum")
+        return nats, len(pos), int((z.argmax(-1) == cols).sum())
+
+
+# -- loss -----------------------------------------------------------------------------------------
+
+@dataclass
+class BatchLoss:
+    """A batch's summed next-token loss (nats) and token count, and the choice loss (Choices):
+    its summed nats, the positions it covers and how many of them are chosen right."""
+
+    nats: float = 0.0
+    n: int = 0
+    choice_nats: float = 0.0
+    choice_n: int = 0
+    choice_right: int = 0
+
+    def add(self, o: BatchLoss) -> None:
+        self.nats += o.nats
+        self.n += o.n
+        self.choice_nats += o.choice_nats
+        self.choice_n += o.choice_n
+        self.choice_right += o.choice_right
+
+
+def batch_loss(rm: RowModel, seqs: list[list[int]], device: torch.device, dtype: torch.dtype,
+               train: bool, choices: Choices | None = None, choice_weight: float = 0.0) -> BatchLoss:
+    """The losses of a batch. When training, gradients of the mean loss (next-token loss plus
+    choice_weight times the choice loss, both per predicted token) reach the added rows; the logits
+    are formed in blocks of positions, so the (positions, n_vocab) matrix never exists whole: the
+    hidden states' gradient is gathered block by block and sent back through the frozen model once."""
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    tgt = torch.full((len(seqs), width - 1), -100, dtype=torch.long)
+    for k, s in enumerate(seqs):
+        ids[k, : len(s)] = torch.tensor(s)
+        tgt[k, : len(s) - 1] = torch.tensor(s[1:])
+    ids, tgt = ids.to(device), tgt.reshape(-1).to(device)
+    n = int((tgt != -100).sum())
+    amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    grad_ctx = nullcontext() if train else torch.no_grad()
+    out = BatchLoss(n=n)
+    with grad_ctx:
+        with amp:
+            h = rm.hidden(ids)[:, :-1].reshape(-1, rm.new_in.shape[1])
+        hd = h.detach().requires_grad_(train and h.requires_grad)
+        for a in range(0, hd.shape[0], LOGIT_CHUNK):
+            with amp:
+                logits = rm.logits(hd[a:a + LOGIT_CHUNK])
+            t = tgt[a:a + LOGIT_CHUNK]
+            loss = F.cross_entropy(logits.float(), t, reduction="sum", ignore_index=-100)
+            out.nats += float(loss.detach())
+            if choices is not None:
+                c_nats, c_n, c_right = choices.loss(logits, t)
+                out.choice_nats += float(c_nats.detach())
+                out.choice_n += c_n
+                out.choice_right += c_right
+                if train and choice_weight and c_n:
+                    loss = loss + choice_weight * c_nats
+            if train:
+                (loss / n).backward()
+        if train and hd.requires_grad and hd.grad is not None:
+            h.backward(hd.grad)
+    return out
+
+
+@dataclass
+class HeldOut:
+    """One corpus' held-out lines, packed, and their UTF-8 size (with newlines)."""
+
+    name: str
+    seqs: list[list[int]]
+    n_bytes: int
+
+    @classmethod
+    def pack(cls, name: str, lines: list[str], packer: Packer) -> HeldOut:
+        return cls(name, list(packer.sequences(iter(lines))), sum(len(x.encode()) + 1 for x in lines))
+
+
+@torch.no_grad()
+def evaluate(rm: RowModel, held: list[HeldOut], device: torch.device, dtype: torch.dtype,
+             batch: int, extra: Sequence[HeldOut] = (), choices: Choices | None = None) -> dict[str, Any]:
+    """Loss per token and bits per byte of all held-out text, and of each corpus' own; `extra`
+    texts (--eval-text) get their own figures but stay out of the pooled ones. With `choices`, also
+    how often the model picks the right one of a compound and its first piece (`choice`)."""
+    by_corpus = {}
+    pooled = BatchLoss()
+    for j, h in enumerate([*held, *extra]):
+        tot = BatchLoss()
+        for a in range(0, len(h.seqs), batch):
+            tot.add(batch_loss(rm, h.seqs[a:a + batch], device, dtype, train=False, choices=choices))
+        by_corpus[h.name] = {"loss": tot.nats / max(tot.n, 1), "bpb": tot.nats / math.log(2) / max(h.n_bytes, 1),
+                             "tokens": tot.n, **_choice(tot, choices)}
+        if j < len(held):
+            pooled.add(tot)
+    n_bytes = sum(h.n_bytes for h in held)
+    return {"loss": pooled.nats / max(pooled.n, 1), "bpb": pooled.nats / math.log(2) / max(n_bytes, 1),
+            **_choice(pooled, choices), "by_corpus": by_corpus}
+
+
+def _choice(t: BatchLoss, choices: Choices | None) -> dict[str, Any]:
+    if choices is None:
+        return {}
+    return {"choice": {"positions": t.choice_n, "right": t.choice_right / max(t.choice_n, 1),
+                       "loss": t.choice_nats / max(t.choice_n, 1)}}
+
+
+def _bpbs(r: dict[str, Any]) -> str:
+    """Each corpus' bits per byte, and the compound-or-piece choices it gets right where it has any."""
+    return ", ".join(f"{'/'.join(Path(name).parts[-2:])} {x['bpb']:.4f}"
+                     + (f" (choice {x['choice']['right']:.1%})" if x.get("choice", {}).get("positions") else "")
+                     for name, x in r["by_corpus"].items())
+
+
+# -- the whole run --------------------------------------------------------------------------------
+
+def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
+                log=print) -> tuple[dict[str, np.ndarray], RefineReport]:
+    """Train the added rows of `model_path` on the corpora; returns the trained rows (float32,
+    as they are before quantization) and a report."""
+    from tqdm import tqdm
+
+    torch.manual_seed(opts.seed)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    device = pick_device(opts.device)
+    dtype = pick_dtype(opts.dtype, device)
+    if opts.seq_len < 8 or opts.batch < 1 or opts.lr <= 0:
+        raise TrimError("--seq-len must be >= 8, --batch >= 1 and --lr > 0")
+    with open_single(model_path) as g:
+        added = added_rows(g)
+        rows0 = read_rows(g, added)
+        types = {name: g.tensor(name).ggml_type for name in added.tensors}
+    split = split_corpora(corpora, opts.heldout_lines, opts.seed)
+    held_lines = [x for _, held in split for x in held]
+
+    t0 = time.perf_counter()
+    model = load_float_model(model_path)
+    rm = RowModel(model, added, rows0)
+    log(f"float model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M weights "
+        f"(loaded in {time.perf_counter() - t0:.1f} s); training {len(added.ids):,} rows of "
+        f"{', '.join(added.tensors)}")
+    check_lines = _check_sample(held_lines, opts.check_lines, rm, model_path)
+    check = logits_agreement(model_path, rm, check_lines) if check_lines else {}
+    if check:
+        log(f"float model vs llama.cpp on {check['lines']} held-out lines ({check['positions']} positions, "
+            f"{check['positions_with_new_tokens']} added tokens): max |logit diff| {check['max_abs_diff']:.3g}, "
+            f"argmax agreement {check['argmax_agreement']:.1%}, bits/byte {check['bpb_llama_cpp']:.4f} (llama.cpp) "
+            f"vs {check['bpb_float']:.4f} (float)")
+        # Quantized matmuls move logits by a few units and flip near-ties (Gemma-3-270m Q4_K_M: max 3-4,
+        # argmax 91-94%, bits/byte within 1%); a float model built wrongly (rope, norms) is far off.
+        off = abs(check["bpb_float"] / check["bpb_llama_cpp"] - 1)
+        if off > 0.1 or check["argmax_agreement"] < 0.5:
+            raise TrimError(f"the float model does not reproduce llama.cpp's predictions (bits/byte {off:.1%} apart, "
+                            f"argmax agreement {check['argmax_agreement']:.1%}); refusing to train it")
+
+    rm.to(device)
+    if dtype != torch.float32:
+        rm.lower_precision(dtype)
+    packer = Packer(model_path, opts.seq_len)
+    try:
+        held = [HeldOut.pack(name, h, packer) for name, (_, h) in zip(corpora, split)]
+        watched = [sample_lines(p, opts.heldout_lines, opts.seed) for p in opts.eval_texts]
+        extra = [HeldOut.pack(name, h, packer) for name, h in zip(opts.eval_texts, watched)]
+        shares = [added_share(packer, train, rm.start) for train, _ in split]
+        names, mix = list(corpora), opts.mix
+        if opts.self_text:
+            t1 = time.perf_counter()
+            gen = self_text(model_path, rm.start, [x for (train, _), a in zip(split, shares) if a > 0 for x in train],
+                            opts.self_text, opts.self_text_tokens, opts.seed)
+            log(f"self-text: {len(gen):,} greedy continuations of training line heads by the model without its "
+                f"added tokens ({time.perf_counter() - t1:.0f} s)")
+            if len(gen) >= 2:  # trained on like a corpus; its held-out lines scored on their own
+                k = max(1, min(opts.heldout_lines, len(gen) // 20))
+                split.append((gen[k:], gen[:k]))
+                names.append(SELF_TEXT)
+                extra.append(HeldOut.pack(SELF_TEXT, gen[:k], packer))
+                shares.append(added_share(packer, gen[k:], rm.start))
+            elif isinstance(mix, list) and len(mix) > len(corpora):
+                mix = mix[: len(corpora)]
+        weights = mix_weights(mix, shares, [len(train) for train, _ in split], SELF_TEXT in names)
+        report = RefineReport(len(added.ids), added.tensors, str(device), str(dtype).replace("torch.", ""), check,
+                              sum(len(train) for train, _ in split), len(held_lines),
+                              sum(len(s) - 1 for h in held for s in h.seqs), sum(h.n_bytes for h in held))
+        report.corpora = [{"path": name, "weight": w, "added_share": a, "train_lines": len(train),
+                           "heldout_lines": len(h)} for name, w, a, (train, h) in zip(names, weights, shares, split)]
+        report.eval_texts = [{"path": name, "lines": len(h)} for name, h in zip(opts.eval_texts, watched)]
+        log("training text: " + ", ".join(f"{Path(c['path']).name} {c['weight']:.0%} of sequences "
+                                          f"({c['added_share']:.1%} added tokens)" for c in report.corpora))
+        choices = Choices.for_added(packer.llm, added).to(device)
+        report.choice_groups, report.choice_weight = choices.n_groups, opts.choice_weight
+        log(f"choice loss (weight {opts.choice_weight:g}): {len(added.ids):,} compounds in {choices.n_groups:,} groups "
+            "by first piece")
+        report.before = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
+        log(f"held-out ({len(held_lines):,} lines, {report.heldout_tokens:,} tokens): loss "
+            f"{report.before['loss']:.4f}, {report.before['bpb']:.4f} bits/byte before ({_bpbs(report.before)})")
+        report.curve.append({"step": 0, "tokens": 0, **report.before})
+        steps = opts.steps or max(1, math.ceil(opts.tokens / (opts.batch * opts.seq_len)))
+        opt = torch.optim.Adam(rm.trainable(), lr=opts.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, opts.warmup))
+        streams = [packer.sequences(_cycle(train, opts.seed + k)) for k, (train, _) in enumerate(split)]
+        draw = random.Random(opts.seed)
+        bar = tqdm(total=steps, disable=not opts.progress, unit="step", dynamic_ncols=True)
+        ema, t_train = None, time.perf_counter()
+        for step in range(1, steps + 1):
+            seqs = [next(streams[draw.choices(range(len(streams)), weights)[0]]) for _ in range(opts.batch)]
+            opt.zero_grad(set_to_none=True)
+            b = batch_loss(rm, seqs, device, dtype, train=True, choices=choices, choice_weight=opts.choice_weight)
+            nats, n = b.nats, b.n
+            opt.step()
+            sched.step()
+            report.steps, report.tokens_trained = step, report.tokens_trained + n
+            ema = nats / n if ema is None else 0.95 * ema + 0.05 * nats / n
+            rate = report.tokens_trained / (time.perf_counter() - t_train)
+            bar.set_postfix(loss=f"{ema:.3f}", tok_s=f"{rate:.0f}")
+            bar.update()
+            if not opts.progress and (step % 20 == 0 or step == steps):  # a log file gets a line now and then
+                log(f"step {step}/{steps}: {report.tokens_trained:,} tokens, loss {ema:.4f}, {rate:.0f} tokens/s")
+            if opts.eval_every and step % opts.eval_every == 0 and step < steps:
+                r = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
+                report.curve.append({"step": step, "tokens": report.tokens_trained, **r})
+                msg = (f"step {step}: {report.tokens_trained:,} tokens, held-out loss {r['loss']:.4f}, "
+                       f"{r['bpb']:.4f} bits/byte ({_bpbs(r)})")
+                if opts.progress:  # above the bar; a log file gets it through `log` (stdout is buffered)
+                    bar.write(msg, file=sys.stderr)
+                else:
+                    log(msg)
+        bar.close()
+        report.seconds = time.perf_counter() - t_train
+        rows = rm.rows()
+        report.after = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
+        rm.set_rows(roundtrip(rows, types))
+        report.after_written = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
+        report.curve.append({"step": report.steps, "tokens": report.tokens_trained, **report.after_written})
+        log(f"held-out: loss {report.before['loss']:.4f} -> {report.after['loss']:.4f} "
+            f"({report.after_written['loss']:.4f} with the rows quantized as written), bits/byte "
+            f"{report.before['bpb']:.4f} -> {report.after_written['bpb']:.4f} ({_bpbs(report.after_written)}); "
+            f"{report.tokens_trained:,} tokens in "
+            f"{report.seconds:.0f} s ({report.tokens_trained / max(report.seconds, 1e-9):.0f} tokens/s, {device}, "
+            f"{report.dtype})")
+    finally:
+        packer.close()
+    return rows, report
+
+
+def _lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up, then cosine down to 10% at the last step."""
+    return min(1.0, (step + 1) / max(1, warmup)) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
+
+
+def _check_sample(lines: list[str], n: int, rm: RowModel, path: str | Path) -> list[str]:
+    """Up to n held-out lines for the llama.cpp comparison, those with added tokens first."""
+    if n <= 0:
+        return []
+    llm = load_llama(path, vocab_only=True)
+    try:
+        scored = [(not any(i >= rm.start for i in llm.tokenize(x.encode(), add_bos=False, special=False)), k)
+                  for k, x in enumerate(lines[: 20 * n])]
+    finally:
+        llm.close()
+    return [lines[k] for _, k in sorted(scored)[:n]]

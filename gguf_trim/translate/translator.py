@@ -1,0 +1,383 @@
+"""English <-> Vietnamese translation on llama-cpp-python, one segment at a time.
+
+Chat/instruct models go through the chat template stored in the GGUF; base models (no
+template, e.g. Gemma-3-270m) through a few-shot prompt whose examples ship here. Every
+segment stops at the end of its line or turn, so output stays line-aligned with input.
+The script guard (on by default for files trimmed to en,vi) makes other scripts impossible.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llama_cpp import LogitsProcessorList
+
+from gguf_trim.errors import TrimError
+from gguf_trim.format.shards import open_model
+from gguf_trim.rewrite.verify import load_llama
+from gguf_trim.runtime.guard import ScriptGuard
+
+LANG_NAMES = {"en": "English", "vi": "Vietnamese"}
+
+# Few-shot examples for base models, written for this package (everyday and software language).
+EXAMPLES = [
+    ("Good morning, how are you today?", "Chào buổi sáng, hôm nay bạn thế nào?"),
+    ("Please save your changes before closing the window.", "Vui lòng lưu các thay đổi trước khi đóng cửa sổ."),
+    ("The library opens at eight o'clock every morning.", "Thư viện mở cửa lúc tám giờ mỗi sáng."),
+    ("I could not find the file you asked for.", "Tôi không tìm thấy tệp mà bạn yêu cầu."),
+]
+_VI_CHARS = re.compile("[ăâđêôơưĂÂĐÊÔƠƯ\u1ea0-\u1ef9\u0300-\u0309\u0323]")
+
+
+def choose_parallel(n_ctx: int, prefix: int, needs: list[int], gpu: bool = False) -> int:
+    """Sequences to decode together: as many as n_ctx holds at the typical segment's need (its own
+    prompt tokens plus output budget; the shared prefix is stored once), capped where a batch
+    stops paying: on a CPU the step time grows with the batch once the cores are busy, a GPU
+    takes many more sequences almost for free."""
+    cap = 64 if gpu else 16
+    if not needs:
+        return 1
+    typical = sorted(needs)[len(needs) // 2]
+    return max(1, min(cap, (n_ctx - prefix) // max(1, typical)))
+
+
+def detect_lang(text: str) -> str:
+    """'vi' when the text has letters only Vietnamese uses (ă đ ơ ư, tone marks), else 'en'."""
+    return "vi" if _VI_CHARS.search(text) else "en"
+
+
+LANG_SELF = {"en": "English", "vi": "Tiếng Việt"}  # each language's name in itself
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """Prompt variants that keep a small model in the target language.
+
+    shots: (chat) the shipped example pairs as earlier user/assistant turns, so the model has
+    seen answers in the target language; lang_prefix: the answer starts with the target
+    language's own name ("Tiếng Việt:"; few-shot prompts label their lines that way); insist:
+    the user turn repeats the target language (used when re-asking). None: the default for the
+    prompt kind (`resolved`): measured on dev pairs, examples help chat models and the
+    language's own name helps few-shot prompts (README, "Measured")."""
+
+    shots: bool | None = None
+    lang_prefix: bool | None = None
+    insist: bool = False
+
+    def resolved(self, prompt: str) -> PromptStyle:
+        """This style with its defaults filled in for a `chat` or `fewshot` prompt."""
+        return PromptStyle(shots=prompt == "chat" if self.shots is None else self.shots,
+                           lang_prefix=prompt == "fewshot" if self.lang_prefix is None else self.lang_prefix,
+                           insist=self.insist)
+
+
+REASK = PromptStyle(shots=True, lang_prefix=True, insist=True)
+
+
+def few_shot_prompt(text: str, src: str, dst: str, style: PromptStyle = PromptStyle()) -> str:
+    names = LANG_SELF if style.lang_prefix else LANG_NAMES
+    s, d = names[src], names[dst]
+    shots = "".join(f"{s}: {a if src == 'en' else b}\n{d}: {b if src == 'en' else a}\n\n" for a, b in EXAMPLES)
+    return f"{shots}{s}: {text}\n{d}:"
+
+
+def chat_messages(text: str, src: str, dst: str, style: PromptStyle = PromptStyle()) -> list[dict[str, str]]:
+    s, d = LANG_NAMES[src], LANG_NAMES[dst]
+    msgs = [{"role": "system", "content": f"You are a professional translator. Translate the user's {s} text "
+                                          f"into {d}. Reply with the {d} translation only, on one line."}]
+    if style.shots:
+        for a, b in EXAMPLES:
+            msgs += [{"role": "user", "content": a if src == "en" else b},
+                     {"role": "assistant", "content": b if src == "en" else a}]
+    msgs.append({"role": "user", "content": f"Translate into {d}: {text}" if style.insist else text})
+    return msgs
+
+
+@dataclass
+class Translation:
+    source: str
+    text: str
+    src: str
+    dst: str
+    tokens: int
+    seconds: float
+    guarded: bool
+    reasked: bool = False  # the first output was in the wrong language and the model was asked again
+
+
+def resolve_prompt_guard(model: str | Path, prompt: str = "auto", guard: bool | None = None) -> tuple[str, bool]:
+    """The prompt style and guard a Translator of `model` uses, from the file's metadata alone
+    (chat when it has a template; the guard on when it was trimmed to en,vi)."""
+    with open_model(model) as g:
+        langs = g.fields["gguf_trim.langs"].text() if "gguf_trim.langs" in g.fields else None
+        has_template = "tokenizer.chat_template" in g.fields
+    if guard is None:
+        guard = langs is not None and set(langs.split(",")) <= {"en", "vi"}
+    if prompt == "auto":
+        prompt = "chat" if has_template else "fewshot"
+    elif prompt not in ("chat", "fewshot"):
+        raise TrimError(f"unknown prompt style {prompt!r} (auto, chat, fewshot)")
+    if prompt == "chat" and not has_template:
+        raise TrimError(f"{model} has no chat template; use --prompt fewshot")
+    return prompt, guard
+
+
+@dataclass
+class Translator:
+    """A loaded model plus how to prompt it and whether to guard its output."""
+
+    model: str | Path
+    n_ctx: int = 2048
+    threads: int | None = None
+    n_gpu_layers: int = 0
+    temperature: float = 0.0
+    seed: int | None = None
+    guard: bool | None = None  # None: on when the file was trimmed to en,vi
+    prompt: str = "auto"  # auto | chat | fewshot
+    style: PromptStyle = PromptStyle()
+    reask: bool = False  # ask once more (REASK style) when an output is not in the target language
+    flash_attn: bool = True  # attention skips the cells of other sequences (see BatchEngine)
+    _llm: object = field(default=None, repr=False)
+    _guard: ScriptGuard | None = field(default=None, repr=False)
+    _formatter: object = field(default=None, repr=False)
+    _engine: object = field(default=None, repr=False)
+    _prefixes: dict = field(default_factory=dict, repr=False)
+    _primed: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.prompt, self.guard = resolve_prompt_guard(self.model, self.prompt, self.guard)
+        self.style = self.style.resolved(self.prompt)
+        self._llm = load_llama(self.model, n_ctx=self.n_ctx, n_threads=self.threads,
+                               n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn)
+        if self.guard:
+            llm = self._llm
+            import llama_cpp
+
+            vocab = llm._model.vocab
+            ends = [i for i in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)]
+            self._guard = ScriptGuard.for_model(self.model, ends)
+            self._guard.forbidden(b"")  # build the common state's table up front
+
+    def max_tokens(self, text: str) -> int:
+        """Output budget of one segment: 3 tokens per source token plus 32, within n_ctx."""
+        max_tokens = 32 + 3 * len(self._llm.tokenize(text.encode(), add_bos=False))
+        if self.n_ctx < 512 + max_tokens:
+            max_tokens = max(16, self.n_ctx - 512)
+        return max_tokens
+
+    def prompt_tokens(self, text: str, src: str, dst: str, style: PromptStyle | None = None) -> list[int]:
+        """The tokens this segment's prompt is: the GGUF's chat template rendered as
+        create_chat_completion renders it (plus an answer prefix when asked), or the few-shot
+        prompt with the BOS/EOS rules of create_completion. Both paths decode exactly these."""
+        llm, style = self._llm, style or self.style
+        if self.prompt == "chat":
+            if self._formatter is None:
+                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+                m = llm._model
+                eos, bos = llm.token_eos(), llm.token_bos()
+                self._formatter = Jinja2ChatFormatter(
+                    template=llm.metadata["tokenizer.chat_template"],
+                    eos_token=m.token_get_text(eos) if eos != -1 else "",
+                    bos_token=m.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
+            res = self._formatter(messages=chat_messages(text, src, dst, style))
+            prompt = res.prompt + (f"{LANG_SELF[dst]}:" if style.lang_prefix else "")
+            return llm.tokenize(prompt.encode("utf-8"), add_bos=not res.added_special, special=True)
+        m = llm._model
+        cls, sep = m.token_cls(), m.token_sep()
+        bos = [cls if cls != -1 else llm.token_bos()]
+        if not m.add_bos_token() or bos == [-1]:
+            bos = []
+        eos = [sep if sep != -1 else llm.token_eos()] if (m.add_eos_token() or sep != -1) else []
+        prompt = few_shot_prompt(text, src, dst, style)
+        return bos + llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True) + eos
+
+    def _kwargs(self, max_tokens: int) -> dict:
+        kw = {"max_tokens": max_tokens, "temperature": self.temperature, "stop": ["\n"]}
+        if self.temperature > 0:
+            kw.update(top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, seed=self.seed)
+        else:
+            kw.update(repeat_penalty=1.0)
+        if self._guard is not None:
+            kw["logits_processor"] = LogitsProcessorList([self._guard.processor()])
+        return kw
+
+    def translate(self, text: str, dst: str, src: str = "auto", stream: bool = False) -> Iterator[str] | Translation:
+        """Translate one segment (its newlines are flattened to spaces), one at a time through
+        llama-cpp-python's create_completion on the prompt tokens of prompt_tokens()."""
+        text = " ".join(text.split())
+        if dst not in LANG_NAMES:
+            raise TrimError(f"--to must be one of {', '.join(LANG_NAMES)}")
+        src = detect_lang(text) if src == "auto" else src
+        if src not in LANG_NAMES:
+            raise TrimError(f"--from must be auto or one of {', '.join(LANG_NAMES)}")
+        t0 = time.perf_counter()
+        res = self._complete(text, src, dst, self.style, stream)
+        if stream:
+            return self._stream(res)
+        out, n = res["choices"][0]["text"].strip(), res["usage"]["completion_tokens"]
+        reasked = False
+        if self.reask and self.style != REASK and self.wrong_lang(out, dst):
+            res = self._complete(text, src, dst, REASK, False)
+            again, n2 = res["choices"][0]["text"].strip(), res["usage"]["completion_tokens"]
+            n, reasked = n + n2, True
+            if not self.wrong_lang(again, dst):
+                out = again
+        return Translation(text, out, src, dst, n, time.perf_counter() - t0, self._guard is not None, reasked)
+
+    def _complete(self, text: str, src: str, dst: str, style: PromptStyle, stream: bool):
+        prompt = self.prompt_tokens(text, src, dst, style)
+        self._prime(src, dst, style)
+        kw = self._kwargs(self._job_budget(text, prompt))
+        return self._llm.create_completion(prompt, stream=stream, **kw)
+
+    @staticmethod
+    def wrong_lang(out: str, dst: str) -> bool:
+        """Is this output not in the target language (by the language detector)?"""
+        from gguf_trim.runtime.langid import detector
+
+        return detector().detect(out) != dst
+
+    def shared_prefix(self, src: str, dst: str, style: PromptStyle | None = None) -> list[int]:
+        """The prompt tokens every segment of this direction starts with (cached)."""
+        from gguf_trim.runtime.batch import common_prefix
+
+        style = style or self.style
+        key = (src, dst, style)
+        if key not in self._prefixes:
+            self._prefixes[key] = common_prefix([self.prompt_tokens("a", src, dst, style),
+                                                 self.prompt_tokens("b c", src, dst, style)])
+        return self._prefixes[key]
+
+    def _prime(self, src: str, dst: str, style: PromptStyle | None = None) -> None:
+        """Leave exactly the shared prompt prefix in the KV cache, evaluated on its own.
+
+        Why: llama.cpp's numbers depend on how a prompt is split into batches, and
+        create_completion reuses whatever prefix the previous call left, so without this a
+        segment's greedy output could depend on the segment translated before it. With it, a
+        segment always gets the same output, and the batched path (which evaluates the prefix
+        once on its own too) computes the same thing."""
+        llm, prefix = self._llm, self.shared_prefix(src, dst, style)
+        n = len(prefix)
+        if n == 0:
+            return
+        if llm.n_tokens >= n and llm.input_ids[:n].tolist() == prefix and self._primed == prefix:
+            if llm.n_tokens > n and llm._ctx.kv_cache_seq_rm(-1, n, -1):
+                llm.n_tokens = n
+            if llm.n_tokens == n:
+                return
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        llm.eval(prefix)
+        self._primed = prefix
+
+    def _job_budget(self, text: str, prompt: list[int]) -> int:
+        """max_tokens as create_completion clamps it to this translator's n_ctx."""
+        mt = self.max_tokens(text)
+        return mt if mt + len(prompt) < self.n_ctx else self.n_ctx - len(prompt)
+
+    def engine(self, parallel: int):
+        """The batched decoder over this translator's n_ctx KV cells (remade when `parallel` changes)."""
+        from gguf_trim.runtime.batch import BatchEngine
+
+        e = self._engine
+        if e is None or e.parallel != parallel:
+            if e is not None:
+                e.close()
+            self._engine = BatchEngine(self._llm, self.n_ctx, parallel, self.threads)
+        return self._engine
+
+    def translate_many(self, texts: Iterable[str], dst: str, src: str = "auto",
+                       parallel: int | None = None) -> Iterator[Translation]:
+        """Translate many segments with batched decoding; yields them in input order.
+
+        The n_ctx KV cells are shared by all sequences (the common prompt prefix once).
+        `parallel` (sequences decoded together) defaults to what fits n_ctx for this model's
+        prompts (see choose_parallel). Greedy output follows the one-at-a-time `translate` (same
+        prompt tokens, stops and guard; llama.cpp may round differently in a batch, see the
+        README). `seconds` of each result is the wall time since the previous one, so their sum
+        is the job's wall time. Blank segments give "" without touching the model."""
+        from gguf_trim.runtime.batch import Job
+
+        if dst not in LANG_NAMES:
+            raise TrimError(f"--to must be one of {', '.join(LANG_NAMES)}")
+        if src != "auto" and src not in LANG_NAMES:
+            raise TrimError(f"--from must be auto or one of {', '.join(LANG_NAMES)}")
+        guess = src if src != "auto" else ("en" if dst == "vi" else "vi")
+        prefix = self.shared_prefix(guess, dst)
+        ready: dict[int, Translation] = {}
+        meta: dict[int, tuple[str, str]] = {}
+
+        def jobs() -> Iterator[Job]:
+            for i, raw in enumerate(texts):
+                text = " ".join(raw.split())
+                if not text:
+                    ready[i] = Translation("", "", guess, dst, 0, 0.0, self._guard is not None)
+                    continue
+                s = detect_lang(text) if src == "auto" else src
+                meta[i] = (text, s)
+                prompt = self.prompt_tokens(text, s, dst)
+                yield Job(i, prompt, self._job_budget(text, prompt))
+
+        stream = jobs()
+        if parallel is None:
+            head = list(itertools.islice(stream, 64))
+            parallel = choose_parallel(self.n_ctx, len(prefix), [len(j.prompt) - len(prefix) + j.max_tokens
+                                                                  for j in head], self.n_gpu_layers > 0)
+            stream = itertools.chain(head, stream)
+        eng = self.engine(parallel)
+        nxt = 0
+        t_last = time.perf_counter()
+        first: dict[int, tuple[str, int]] = {}  # segments asked again: their first output and tokens
+        for done in eng.run(stream, self._guard, self.temperature, self.seed, prefix):
+            text, s = meta[done.index]
+            out, n, reasked = done.text.strip(), len(done.tokens), False
+            if done.attempt == 0 and self.reask and self.style != REASK and self.wrong_lang(out, dst):
+                first[done.index] = (out, n)
+                prompt = self.prompt_tokens(text, s, dst, REASK)
+                eng.submit(Job(done.index, prompt, self._job_budget(text, prompt), attempt=1))
+                continue
+            if done.attempt == 1:
+                out0, n0 = first.pop(done.index)
+                out, n, reasked = (out0 if self.wrong_lang(out, dst) else out), n + n0, True
+            del meta[done.index]
+            ready[done.index] = Translation(text, out, s, dst, n, 0.0, self._guard is not None, reasked)
+            while nxt in ready:
+                t = ready.pop(nxt)
+                now = time.perf_counter()
+                t.seconds, t_last = now - t_last, now
+                yield t
+                nxt += 1
+        while nxt in ready:
+            yield ready.pop(nxt)
+            nxt += 1
+
+    @staticmethod
+    def _stream(chunks) -> Iterator[str]:
+        first = True
+        for c in chunks:
+            piece = c["choices"][0]["text"] or ""
+            if first:
+                piece = piece.lstrip()
+                first = not piece
+            yield piece
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+
+def foreign_chars(text: str) -> list[str]:
+    """Characters outside the English/Vietnamese set (what the guard forbids)."""
+    from gguf_trim.vocab.charset import char_allowed
+
+    return [c for c in text if not char_allowed(ord(c))]
