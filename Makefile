@@ -9,7 +9,7 @@ LLAMA_CPP_PYTHON_VERSION := 0.3.36
 LLAMA_CPP_PYTHON_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 # A native build segfaults in ggml_backend_amx_mul_mat on this project's CPUs: build a portable AVX2 one,
 # plus AVX-512 (VNNI, VBMI, BF16) and AVX-VNNI where /proc/cpuinfo shows them (batched decoding ~1.3x
-# faster on this project's CPUs; docs/BENCHMARKS.md), never AMX. `make setup AVX512=0` leaves them out.
+# faster on this project's CPUs; docs/benchmarks.md), never AMX. `make setup AVX512=0` leaves them out.
 AVX512      ?= 1
 cpu_has      = $(shell grep -q -w -m1 '$(1)' /proc/cpuinfo 2>/dev/null && echo yes)
 AVX512_ARGS := $(if $(filter 1,$(AVX512)),$(if $(and $(call cpu_has,avx512f),$(call cpu_has,avx512bw),\
@@ -21,7 +21,7 @@ CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
 .PHONY: cmake-args setup setup-gpu setup-train setup-ray vendor models models-big test test-train test-ray lint demo bench bench-translate \
-	bench-refine frontier clean
+	bench-refine frontier clean docs-cli
 
 setup: $(VENV)/.installed
 
@@ -45,7 +45,7 @@ $(LLAMA_STAMP): | $(VPY)
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(LLAMA_STAMP)
-	$(VPY) -m pip install -e ".[dev]"
+	$(VPY) -m pip install -e ".[dev,hf]"
 	$(VPY) -c "import llama_cpp, gguf_trim; print('llama-cpp-python', llama_cpp.__version__)"
 	touch $@
 
@@ -96,50 +96,56 @@ models: vendor
 models-big:
 	$(PY) scripts/fetch_models.py qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 
+# One tests/ tree: the tests of the train and ray extras (pytest markers; skipped, with the reason, where
+# the extra is missing) are left out here even in a venv that has the extras.
 test: setup models
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q tests -m "not train and not ray"
 
-# Training tests (refine): need the train extra, so `make test` does not collect them.
+# Training tests (refine): need the train extra.
 test-train: setup-train models
-	$(VPY) -m pytest -q tests_train
+	$(VPY) -m pytest -q tests -m train
 
 # Ray tests (translate --ray on a 2-worker Ray head the tests start on this machine): need the ray extra.
 test-ray: setup-ray models
-	$(VPY) -m pytest -q tests_ray
+	$(VPY) -m pytest -q tests -m ray
 
 lint: setup
 	$(VPY) -m ruff check gguf_trim tests scripts
 
 demo: setup models
-	$(VPY) -m gguf_trim.demo
+	$(VPY) -m gguf_trim.cli demo
+
+# docs/cli.md from every command's --help (tests/test_cli.py fails when it is stale).
+docs-cli: setup
+	$(VPY) -m gguf_trim.cli.docs > docs/cli.md
 
 # Inference benchmark (fresh process per run, original/trimmed interleaved, medians of 5) and trim
 # throughput against cp, on Gemma-3-270m and Qwen2.5-Coder-0.5B plus a generated 7B-shaped file, then
 # translation throughput (bench-translate).
 bench: setup models
-	mkdir -p docs
+	mkdir -p docs/results
 	$(VPY) -m gguf_trim.cli trim models/gemma-3-270m-q4_k_m.gguf -o models/gemma-3-270m-q4_k_m.envi.gguf
 	$(VPY) -m gguf_trim.cli trim models/qwen2.5-coder-0.5b-instruct.gguf -o models/qwen2.5-coder-0.5b-instruct.envi.gguf
 	$(VPY) -m gguf_trim.cli trim models/gemma-3-270m-q4_k_m.gguf -o models/gemma-3-270m-q4_k_m.compact.gguf \
 		--profile compact --target-size 131072 $(TRAIN)
 	$(VPY) -m gguf_trim.cli trim models/qwen2.5-coder-0.5b-instruct.gguf \
 		-o models/qwen2.5-coder-0.5b-instruct.compact.gguf --profile compact --target-size 75968 $(TRAIN)
-	$(VPY) -m gguf_trim.cli bench models/gemma-3-270m-q4_k_m.gguf models/gemma-3-270m-q4_k_m.envi.gguf \
+	$(VPY) -m gguf_trim.cli bench infer models/gemma-3-270m-q4_k_m.gguf models/gemma-3-270m-q4_k_m.envi.gguf \
 		models/gemma-3-270m-q4_k_m.gguf models/gemma-3-270m-q4_k_m.compact.gguf \
 		models/qwen2.5-coder-0.5b-instruct.gguf models/qwen2.5-coder-0.5b-instruct.envi.gguf \
 		models/qwen2.5-coder-0.5b-instruct.gguf models/qwen2.5-coder-0.5b-instruct.compact.gguf \
-		--runs 5 --json docs/bench.json --md docs/bench.md --png docs/bench.png
-	$(VPY) -m gguf_trim.cli bench-trim models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
-		--synthetic-7b models --synthetic-split 2G --vocab models/vocab-qwen2.gguf --runs 5 --json docs/bench-trim.json
-	$(VPY) -m gguf_trim.cli vram --spec all --quant Q4_K_M
+		--runs 5 --json docs/results/bench.json --md docs/results/bench.md --png docs/results/bench.png
+	$(VPY) -m gguf_trim.cli bench trim models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
+		--synthetic-7b models --synthetic-split 2G --vocab models/vocab-qwen2.gguf --runs 5 --json docs/results/bench-trim.json
+	$(VPY) -m gguf_trim.cli bench vram --spec all --quant Q4_K_M
 	$(MAKE) bench-translate
 
 # Translation throughput: sequential vs batched decoding (output tok/s on 64 dev segments), identical
 # outputs and chrF, for Gemma-3-270m (few-shot) and Qwen2.5-Coder-0.5B (chat). Run on an idle machine.
 bench-translate: setup models
-	mkdir -p docs
-	$(VPY) -m gguf_trim.bench_translate models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
-		--pairs $(SHARED)/corpus/dev/prose.en-vi.tsv --n 64 --json docs/bench-translate.json
+	mkdir -p docs/results
+	$(VPY) -m gguf_trim.cli bench translate models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
+		--pairs $(SHARED)/corpus/dev/prose.en-vi.tsv --n 64 --json docs/results/bench-translate.json
 
 # Refining an extension (issue 12): Gemma-3-270m trimmed, extended with 2,000 compound words ranked on the
 # training text, then the new rows trained on train/vi.txt (train/en.txt is given too: refine's --mix auto
@@ -147,35 +153,35 @@ bench-translate: setup models
 # trimmed model on the dev text and on the lines refine held out, tokens, and greedy Vietnamese generation
 # speed (completions of dev lines, En->Vi translations of dev pairs; the three models timed in turns). The
 # curve (about ten points) also scores 300 dev lines (--eval-text: never trained on).
-# The default 1.3M tokens (docs/refine.json, with refine's compound-or-first-piece loss and the model's own
+# The default 1.3M tokens (docs/results/refine.json, with refine's compound-or-first-piece loss and the model's own
 # continuations of 4,000 line heads, --self-text, drawn for a quarter of the sequences) took 1 h 18 min on
-# the 2-core CPU, plus 10 min for the bench (the 2M-token run without those, docs/refine-2m-ce.json,
+# the 2-core CPU, plus 10 min for the bench (the 2M-token run without those, docs/results/refine-2m-ce.json,
 # 1 h 38 min); REFINE_TOKENS=200000 is a quick look. On a GPU box add
 # REFINE_ARGS="--device cuda"; REFINE_ARGS="--threads 1" is faster on a CPU another job shares.
 REFINE_TOKENS ?= 1300000
 REFINE_ARGS   ?=
 GEMMA_ENVI    := models/gemma-3-270m-q4_k_m.envi
 bench-refine: setup-train models
-	mkdir -p docs
+	mkdir -p docs/results
 	$(VPY) -m gguf_trim.cli trim models/gemma-3-270m-q4_k_m.gguf -o $(GEMMA_ENVI).gguf
 	$(VPY) -m gguf_trim.cli extend $(GEMMA_ENVI).gguf --words $(SHARED)/lexicon/vi_compounds.tsv --top 2000 \
 		--corpus $(SHARED)/corpus/train/vi.txt -o $(GEMMA_ENVI).vi2000.gguf
 	$(VPY) -m gguf_trim.cli refine $(GEMMA_ENVI).vi2000.gguf --corpus $(SHARED)/corpus/train/vi.txt \
 		--corpus $(SHARED)/corpus/train/en.txt -o $(GEMMA_ENVI).vi2000.refined.gguf --tokens $(REFINE_TOKENS) \
 		--eval-text $(SHARED)/corpus/dev/vi.txt --batch 4 --seq-len 256 --lr 3e-4 --warmup 10 \
-		--eval-every $$(( $(REFINE_TOKENS) / 10240 )) --json docs/refine.json $(REFINE_ARGS)
-	$(VPY) -m gguf_trim.refine_bench $(GEMMA_ENVI).gguf $(GEMMA_ENVI).vi2000.gguf $(GEMMA_ENVI).vi2000.refined.gguf \
-		--vi $(SHARED)/corpus/dev/vi.txt --en $(SHARED)/corpus/dev/en.txt --json docs/refine-bench.json \
+		--eval-every $$(( $(REFINE_TOKENS) / 10240 )) --json docs/results/refine.json $(REFINE_ARGS)
+	$(VPY) -m gguf_trim.cli bench refine $(GEMMA_ENVI).gguf $(GEMMA_ENVI).vi2000.gguf $(GEMMA_ENVI).vi2000.refined.gguf \
+		--vi $(SHARED)/corpus/dev/vi.txt --en $(SHARED)/corpus/dev/en.txt --json docs/results/refine-bench.json \
 		--corpus $(SHARED)/corpus/train/vi.txt --corpus $(SHARED)/corpus/train/en.txt \
 		--pairs $(SHARED)/corpus/dev/prose.en-vi.tsv
 
 # Compact profile frontier: sizes 35-60% chosen from the train corpus; line fidelity on the held-out
 # dev text for all three, bits per byte for the two models with weights; counting speed.
 frontier: setup models
-	mkdir -p docs
-	$(VPY) -m gguf_trim.cli frontier models/vocab-qwen2.gguf models/gemma-3-270m-q4_k_m.gguf \
+	mkdir -p docs/results
+	$(VPY) -m gguf_trim.cli bench frontier models/vocab-qwen2.gguf models/gemma-3-270m-q4_k_m.gguf \
 		models/qwen2.5-coder-0.5b-instruct.gguf $(TRAIN) $(HELDOUT) --bpb-lines 200 \
-		--json docs/frontier.json --md docs/FRONTIER.md --png docs/frontier.png
+		--json docs/results/frontier.json --md docs/results/frontier.md --png docs/results/frontier.png
 
 clean:
 	rm -rf $(VENV) vendor models/*.gguf models/.wheels .pytest_cache

@@ -10,8 +10,11 @@ from typing import Any
 import numpy as np
 
 from gguf_trim.errors import TrimError
+from gguf_trim.files import check_output
+from gguf_trim.format import keys
 from gguf_trim.format.shards import open_model
-from gguf_trim.rewrite.writer import ModelWriter, TrimResult, check_output, vocab_tensors
+from gguf_trim.rewrite.metadata import vocab_tensors
+from gguf_trim.rewrite.model import ModelWriter, TrimResult
 from gguf_trim.selection.plan import read_plan, write_plan
 from gguf_trim.selection.selection import Selection, read_token_list, select_lossless
 from gguf_trim.vocab.charset import script_label
@@ -20,7 +23,7 @@ from gguf_trim.vocab.vocabulary import TYPE_NAMES, Vocab
 PROFILES = ("lossless", "compact")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class CompactOptions:
     """What the compact profile is chosen from (see compact.py)."""
     corpus: list[str] = field(default_factory=list)  # files, folders, hf:NAME[:split][:field]
@@ -67,6 +70,18 @@ def make_selection(vocab: Vocab, langs: str = "en,vi", profile: str = "lossless"
     ev = gather_evidence(vocab, vocab.source, c.corpus, c.field, c.columns, langs, c.words, c.cache, c.progress,
                          c.workers)
     return select_compact(vocab, ev, c.target_size, c.min_count, langs, keep_ids, drop_ids)
+
+
+def plan(model: str | Path, plan_out: str | Path, langs: str = "en,vi", profile: str = "lossless",
+         keep: str | Path | None = None, drop: str | Path | None = None,
+         compact: CompactOptions | None = None) -> tuple[Selection, int]:
+    """Choose the tokens and write only the plan (a reviewable file `trim --plan` applies); works on
+    vocab-only GGUFs. Returns the selection and the original n_vocab."""
+    with open_model(model) as g:
+        vocab = Vocab.from_gguf(g)
+        sel = make_selection(vocab, langs, profile, None, keep, drop, compact)
+        write_plan(plan_out, sel, source=g.path.name)
+    return sel, vocab.n
 
 
 def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: str = "lossless",
@@ -126,7 +141,7 @@ def inspect(model: str | Path) -> dict[str, Any]:
             "vocab_tensor_bytes": sum(t.nbytes for t in vt), "tensor_bytes": tensor_bytes,
             "vocab_share_of_file": sum(t.nbytes for t in vt) / g.size,
             "scripts": dict(scripts.most_common()),
-            "trimmed_from": g.fields["gguf_trim.source_file"].text() if "gguf_trim.source_file" in g.fields else None,
+            "trimmed_from": g.fields[keys.SOURCE_FILE].text() if keys.SOURCE_FILE in g.fields else None,
         }
 
 

@@ -1,4 +1,5 @@
-"""`python -m gguf_trim.demo [MODEL]`: trim Gemma-3-270m to English+Vietnamese and show that nothing changed.
+"""`gguf-trim demo [MODEL]` (or `python -m gguf_trim.demo`): trim Gemma-3-270m to English+Vietnamese
+and show that nothing changed.
 
 It trims the model, checks tokenization and logits against the original on a small built-in sample,
 prints a before/after table, then translates one sentence with both files: a lossless trim must give
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from gguf_trim.api import trim
 from gguf_trim.errors import TrimError
-from gguf_trim.rewrite.verify import load_llama, verify
+from gguf_trim.rewrite.verify import verify
+from gguf_trim.runtime.llama import load_llama
+from gguf_trim.tables import text_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
@@ -145,14 +148,13 @@ def print_table(rep: dict, seconds: float) -> None:
         ("logits max |diff|", "reference", f"{rep['logits_max_abs_diff']:g} ({rep['logits_lines']} lines)"),
         ("trim seconds", "-", f"{seconds:.1f}"),
     ]
-    print(f"\n{'':<20}{'original':>16}{'trimmed':>24}")
-    for name, a, b in rows:
-        print(f"{name:<20}{a:>16}{b:>24}")
+    print("\n" + text_table([("", "original", "trimmed"), *rows], (20, 16, 24), "lrr"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    model = Path(argv[0]) if argv else DEFAULT_MODEL
+def run(model: str | Path | None = None) -> int:
+    """The whole demo on `model` (default: Gemma-3-270m from `make models`); the exit code: 0 when the
+    trim was lossless on the sample and both files translate alike, 1 when not, 2 on bad input."""
+    model = Path(model) if model else DEFAULT_MODEL
     if not model.is_file():
         print(f"{model}: not found (run `make models` first)", file=sys.stderr)
         return 2
@@ -180,5 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if same and lossless else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the old entry point: `gguf-trim demo`
+    from gguf_trim.cli import main
+
+    main(["demo", *sys.argv[1:]], prog_name="gguf-trim")

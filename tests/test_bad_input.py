@@ -167,7 +167,7 @@ def test_duplicate_token_text_is_refused_and_aborting_loads_are_contained(tmp_pa
 
     from gguf_trim.errors import TrimError
     from gguf_trim.format.gguffile import GGUFFile, encode_field, write_gguf
-    from gguf_trim.rewrite.writer import load_check
+    from gguf_trim.runtime.loadcheck import load_check
 
     src = vocab_file("llama-spm")
     bad = tmp_path / "dup.gguf"

@@ -19,7 +19,8 @@ from gguf_trim import trim
 from gguf_trim.errors import TrimError
 from gguf_trim.runtime.batch import Job, common_prefix, longest_first
 from gguf_trim.runtime.langid import LangDetector, detector
-from gguf_trim.translate.jobs import OutputJob, evaluate, read_segments, state_path
+from gguf_trim.translate.evaluate import evaluate
+from gguf_trim.translate.jobs import OutputJob, read_segments, state_path
 from gguf_trim.translate.translator import REASK, PromptStyle, Translator, chat_messages, choose_parallel, foreign_chars
 
 from .conftest import GEMMA, QWEN, SMOLLM, need
@@ -288,7 +289,7 @@ def test_output_job_checks(tmp_path):
 
 def test_ray_option_errors(job_input):
     """--ray without the extra, or with no cluster at the address, is one line and exit 2 with
-    nothing written (the sharded path itself: tests_ray, `make test-ray`)."""
+    nothing written (the sharded path itself: tests/test_ray_translate.py, `make test-ray`)."""
     from .test_bad_input import assert_clean_failure
 
     d, inp = job_input

@@ -12,7 +12,7 @@ from gguf.constants import GGMLQuantizationType as Q
 from gguf_trim import GGUFFile, trim
 from gguf_trim.bench.infer import bench_models, compare, decode_bytes_per_token, markdown, vocab_bytes
 from gguf_trim.cli import main
-from gguf_trim.format.quant import build_model, write_split
+from tests.synth import build_model, write_split
 
 from .conftest import GEMMA, QWEN, need, vocab_file
 

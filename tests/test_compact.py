@@ -14,10 +14,12 @@ from click.testing import CliRunner
 from gguf_trim.api import CompactOptions, make_selection, trim
 from gguf_trim.cli import main
 from gguf_trim.format.gguffile import GGUFFile
-from gguf_trim.rewrite.verify import kept_ids_of, line_bits, load_llama, read_lines
+from gguf_trim.rewrite.verify import kept_ids_of, line_bits, read_lines
+from gguf_trim.runtime.llama import load_llama
 from gguf_trim.selection import compact as C
 from gguf_trim.selection import count as K
 from gguf_trim.selection.plan import read_plan, write_plan
+from gguf_trim.vocab import tokenizer as T
 from gguf_trim.vocab.charset import judge_bytes
 from gguf_trim.vocab.vocabulary import Vocab
 
@@ -77,8 +79,8 @@ def test_fast_counts_equal_llama_cpp(name):
     # and segment by segment, the path the counts add up
     llm = load_llama(path, vocab_only=True)
     try:
-        splitter, tok = K.splitter_for(vocab), K.unit_tokenizer(vocab)
-        for line, ids in zip(TRICKY, K.fast_tokenize(splitter, tok, TRICKY)):
+        splitter, tok = T.splitter_for(vocab), T.unit_tokenizer(vocab)
+        for line, ids in zip(TRICKY, T.fast_tokenize(splitter, tok, TRICKY)):
             assert ids == llm.tokenize(line.encode(), add_bos=False, special=False), line
     finally:
         llm.close()
@@ -108,11 +110,11 @@ def test_wrong_fast_tokenizer_falls_back_to_llama_cpp(monkeypatch):
     vocab = _vocab(path)
     lines = _sample_lines(300)
     ref = K.count_tokens(vocab, path, lambda: iter(lines), "ref", use_cache=False, progress=False, force_llama=True)
-    monkeypatch.setitem(K.PRE_TOKENIZERS, "qwen2", K.PRE_TOKENIZERS["gpt-2"])  # a plausible but wrong regex
+    monkeypatch.setitem(T.PRE_TOKENIZERS, "qwen2", T.PRE_TOKENIZERS["gpt-2"])  # a plausible but wrong regex
     got = K.count_tokens(vocab, path, lambda: iter(lines), "wrong", use_cache=False, progress=False)
     assert got.method == "llama.cpp" and "differs from llama.cpp" in got.mismatch
     np.testing.assert_array_equal(got.counts, ref.counts)
-    monkeypatch.delitem(K.PRE_TOKENIZERS, "qwen2")
+    monkeypatch.delitem(T.PRE_TOKENIZERS, "qwen2")
     got = K.count_tokens(vocab, path, lambda: iter(lines), "unknown", use_cache=False, progress=False)
     assert got.method == "llama.cpp" and "no fast tokenizer" in got.mismatch
     np.testing.assert_array_equal(got.counts, ref.counts)

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gguf_trim import files
 from gguf_trim.errors import TrimError
 from gguf_trim.selection import corpus
 from gguf_trim.selection.corpus import open_corpus
@@ -262,6 +263,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(corpus, "open", denied, raising=False)
+    monkeypatch.setattr(files, "open", denied, raising=False)  # the corpus hash reads through files.file_sha256
     assert error(p) == f"{p}: cannot read (Permission denied)"
     with pytest.raises(TrimError, match=r"^.*a\.txt: cannot read \(Permission denied\)$"):
         c.sha256()
@@ -382,7 +384,7 @@ def test_hf_errors(tmp_path, hf):
 def test_hf_without_datasets(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` raise ImportError
     msg = error(f"hf:{tmp_path}")
-    assert msg.startswith("hf: corpora need the 'datasets' package (pip install datasets): ")
+    assert msg.startswith("hf: corpora need the datasets package: pip install 'gguf-trim[hf]' (")
 
 
 def test_txt_blocks_give_the_same_segments(tmp_path):

@@ -7,7 +7,8 @@ import pytest
 
 from gguf_trim import GGUFFile, trim
 from gguf_trim.extend.words import export_rows, extend_file, tokenization_report
-from gguf_trim.rewrite.verify import bits_per_byte, load_llama, read_lines
+from gguf_trim.rewrite.verify import bits_per_byte, read_lines
+from gguf_trim.runtime.llama import load_llama
 
 from .conftest import GEMMA, SHARED, need
 
@@ -45,13 +46,13 @@ def test_new_rows_are_the_mean_of_their_pieces(extended, tmp_path):
     assert export_rows(out, npz) == len(res.added)
     data = np.load(npz)
     tok = load_llama(base, vocab_only=True)
-    from gguf_trim.extend.words import _rows_float
+    from gguf_trim.format.quant import rows_float
 
     with GGUFFile(base) as g:
         n = len(g.get("tokenizer.ggml.tokens"))
         for text, vec in zip(data["texts"], data["token_embd_weight"]):
             ids = tok.tokenize(str(text).encode(), add_bos=False, special=False)
-            mean = _rows_float(g, "token_embd.weight", n, ids).mean(0)
+            mean = rows_float(g, "token_embd.weight", n, ids).mean(0)
             # requantized to Q8_0: equal up to one quantization step of each block
             assert np.abs(vec - mean).max() <= np.abs(mean).max() / 127 + 1e-6
 
@@ -82,8 +83,8 @@ def test_dev_vietnamese_needs_fewer_tokens(tmp_path, dev_vi):
 def test_k_quant_rows_are_requantized_through_libggml(tmp_path):
     from gguf.constants import GGMLQuantizationType as Q
 
-    from gguf_trim.extend.words import _rows_float
-    from gguf_trim.format.quant import build_model
+    from gguf_trim.format.quant import rows_float
+    from tests.synth import build_model
 
     from .conftest import vocab_file
 
@@ -98,8 +99,8 @@ def test_k_quant_rows_are_requantized_through_libggml(tmp_path):
         for k, text in enumerate(res.added):
             ids = tok.tokenize(text.encode(), add_bos=False, special=False)
             for name in ("token_embd.weight", "output.weight"):
-                mean = _rows_float(g, name, res.n_vocab_before, ids).mean(0)
-                new = _rows_float(h, name, res.n_vocab_after, [res.n_vocab_before + k])[0]
+                mean = rows_float(g, name, res.n_vocab_before, ids).mean(0)
+                new = rows_float(h, name, res.n_vocab_after, [res.n_vocab_before + k])[0]
                 assert np.abs(new - mean).max() < 0.2 * np.abs(mean).max()  # 4-6 bit blocks
                 assert np.corrcoef(new, mean)[0, 1] > 0.95
     llm = load_llama(out, n_ctx=128)

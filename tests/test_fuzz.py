@@ -38,7 +38,7 @@ from gguf.constants import GGMLQuantizationType as Q
 
 from gguf_trim.cli import main
 from gguf_trim.format.gguffile import GGUFFile
-from gguf_trim.format.quant import build_model
+from tests.synth import build_model
 
 from .conftest import ROOT, vocab_file
 
@@ -497,7 +497,7 @@ def split_cases(bases: dict[str, Base]) -> list[Case]:
     or one shard cut short: the set named by its first shard is one error naming what is wrong."""
     import tempfile
 
-    from gguf_trim.format.quant import write_split
+    from tests.synth import write_split
 
     out = []
     for b in bases.values():
@@ -757,7 +757,7 @@ def test_llama_cpp_aborts_stay_in_a_child(tmp_path):
     load (verify, translate, bench...) goes through load_llama, which loads the file in a child
     first: the abort becomes one error line, here and through the CLI's translate."""
     from gguf_trim.errors import TrimError
-    from gguf_trim.rewrite.verify import load_llama
+    from gguf_trim.runtime.llama import load_llama
 
     src = vocab_file("llama-spm").read_bytes()
     om = offset_map(src)
@@ -779,7 +779,7 @@ def test_quantized_1d_vocab_tensor_is_refused(tmp_path):
     from gguf import GGUFWriter
     from gguf.quants import quantize
 
-    from gguf_trim.format.quant import copy_tokenizer
+    from tests.synth import copy_tokenizer
 
     path = tmp_path / "bias-q8.gguf"
     w = GGUFWriter(str(path), "llama")

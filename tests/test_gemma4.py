@@ -11,11 +11,12 @@ import pytest
 from gguf_trim import GGUFFile, TrimError, Vocab, trim
 from gguf_trim.api import CompactOptions
 from gguf_trim.extend.words import detokenize_c, extend_file, tokenization_report
-from gguf_trim.rewrite.verify import kept_ids_of, load_llama, read_lines, verify
+from gguf_trim.rewrite.verify import kept_ids_of, read_lines, verify
 from gguf_trim.runtime.guard import ScriptGuard
+from gguf_trim.runtime.llama import load_llama
 from gguf_trim.selection import compact as C
-from gguf_trim.selection import count as K
 from gguf_trim.selection.selection import kept_merges, select_lossless
+from gguf_trim.vocab import tokenizer as T
 from gguf_trim.vocab.vocabulary import BYTE, USER_DEFINED
 
 from .conftest import SHARED, need, vocab_file
@@ -99,7 +100,7 @@ def test_model_rows_sliced_and_logits_exact(src, tmp_path, dev_vi):
     to the original's count modulo 16, and the logits at the kept ids are the original's exactly."""
     from gguf.constants import GGMLQuantizationType as Q
 
-    from gguf_trim.format.quant import build_model
+    from tests.synth import build_model
 
     model = build_model(tmp_path / "g4-tiny.gguf", src, Q.Q8_0, Q.F16, n_embd=64, n_ff=128)
     out = tmp_path / "g4-tiny.envi.gguf"
@@ -173,7 +174,7 @@ def test_word_forms_tokenize_as_llama_cpp(vocab, src, llms):
     """The compact profile's word evidence tokenizes word forms in one `tokenizers` call."""
     a, _ = llms
     forms = list(C.word_forms(("vi", "en")))[::25]
-    tok = K.text_tokenizer(vocab)
+    tok = T.text_tokenizer(vocab)
     got = [e.ids for e in tok.encode_batch_fast(forms, add_special_tokens=False)]
     assert len(forms) > 5000
     assert [a.tokenize(f.encode(), add_bos=False, special=False) for f in forms] == got

@@ -21,7 +21,8 @@ import pytest
 
 from gguf_trim import GGUFFile, Vocab, trim
 from gguf_trim.extend.words import detokenize_c
-from gguf_trim.rewrite.verify import kept_ids_of, load_llama, read_lines
+from gguf_trim.rewrite.verify import kept_ids_of, read_lines
+from gguf_trim.runtime.llama import load_llama
 from gguf_trim.vocab.vocabulary import BYTE, NORMAL, USER_DEFINED
 
 from .conftest import ROOT, need

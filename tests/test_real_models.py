@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from gguf_trim import trim
-from gguf_trim.rewrite.verify import load_llama, verify
+from gguf_trim.rewrite.verify import verify
+from gguf_trim.runtime.llama import load_llama
 
 from .conftest import GEMMA, QWEN, need
 

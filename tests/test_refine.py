@@ -1,6 +1,6 @@
 """refine without PyTorch: rows from an .npz written back byte-exactly, bad input, the missing-torch line.
 
-(Training itself needs the `train` extra: tests_train/, `make test-train`.)
+(Training itself needs the `train` extra: tests/test_refine_train.py, `make test-train`.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from gguf.constants import GGMLQuantizationType as Q
 
 from gguf_trim import GGUFFile
 from gguf_trim.extend.rows import (
-    REFINED_PREFIX,
     added_rows,
     greedy_continuations,
     head_tokens,
@@ -23,9 +22,11 @@ from gguf_trim.extend.rows import (
     read_rows,
     save_rows,
 )
-from gguf_trim.extend.words import _encode_rows, detokenize_c, export_rows, extend_file
-from gguf_trim.format.quant import build_model
-from gguf_trim.rewrite.verify import load_llama
+from gguf_trim.extend.words import detokenize_c, export_rows, extend_file
+from gguf_trim.format.keys import REFINED_PREFIX
+from gguf_trim.format.quant import encode_rows
+from gguf_trim.runtime.llama import load_llama
+from tests.synth import build_model
 
 from .conftest import vocab_file
 from .test_bad_input import assert_clean_failure, sha
@@ -91,7 +92,7 @@ def test_import_rows_writes_exactly_the_encoded_rows(tmp_path, embd, output):
             t = h.tensor(name)
             row = t.nbytes // t.shape[-1]
             got = bytes(h.tensor_bytes(t))[int(added.ids[0]) * row:]
-            assert got == _encode_rows(x, t.ggml_type)  # byte for byte what the tensor's own type encodes
+            assert got == encode_rows(x, t.ggml_type)  # byte for byte what the tensor's own type encodes
         if embd == Q.F16:
             back = read_rows(h, added)["token_embd.weight"]
             assert np.array_equal(back, rows["token_embd.weight"].astype(np.float16).astype(np.float32))

@@ -19,14 +19,15 @@ import pytest
 from click.testing import CliRunner
 
 from gguf_trim import inspect, trim
-from gguf_trim.bench.vram import plan_file
+from gguf_trim.bench.vram import estimate_file
 from gguf_trim.cli import main
 from gguf_trim.errors import GGUFError
 from gguf_trim.format.gguffile import GGUFFile
-from gguf_trim.format.quant import write_split
 from gguf_trim.format.shards import GGUFModel, output_paths
-from gguf_trim.rewrite.verify import load_llama, verify
+from gguf_trim.rewrite.verify import verify
+from gguf_trim.runtime.llama import load_llama
 from gguf_trim.selection.plan import write_plan
+from tests.synth import write_split
 
 from .conftest import QWEN, SMOLLM, need
 
@@ -248,7 +249,7 @@ def test_every_command_reads_a_split_model(split_qwen, single_trim, split_trim, 
     r = runner.invoke(main, ["plan", str(QWEN), "-o", str(tmp_path / "b.plan")])
     body = [json.loads(x) for x in (tmp_path / "a.plan").read_text().splitlines()[1:]]
     assert body == [json.loads(x) for x in (tmp_path / "b.plan").read_text().splitlines()[1:]]
-    va, vb = plan_file(split_qwen[0]), plan_file(QWEN)
+    va, vb = estimate_file(split_qwen[0]), estimate_file(QWEN)
     assert va["original"] == vb["original"] and va["trimmed"] == vb["trimmed"]
     r = runner.invoke(main, ["translate", str(split_trim.outputs[1]), "--to", "vi", "--json", "Good morning."])
     assert r.exit_code == 0, r.output

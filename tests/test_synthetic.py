@@ -8,8 +8,9 @@ import pytest
 from gguf.constants import GGMLQuantizationType as Q
 
 from gguf_trim import GGUFFile, trim
-from gguf_trim.format.quant import build_model
-from gguf_trim.rewrite.verify import kept_ids_of, load_llama, logits_diff, tokenize
+from gguf_trim.rewrite.verify import kept_ids_of, logits_diff
+from gguf_trim.runtime.llama import load_llama, tokenize
+from tests.synth import build_model
 
 from .conftest import vocab_file
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from gguf_trim import GGUFFile, TrimError, Vocab, trim
-from gguf_trim.rewrite.verify import kept_ids_of, load_llama, verify
+from gguf_trim.rewrite.verify import kept_ids_of, verify
+from gguf_trim.runtime.llama import load_llama
 from gguf_trim.selection.selection import read_token_list, select_lossless
 from gguf_trim.vocab.charset import judge_bytes
 

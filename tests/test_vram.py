@@ -1,5 +1,5 @@
 """VRAM planner: exact arithmetic on the shipped table, the table against the public parameter
-counts and llama.cpp's quantizer rules, and plan_file against real GGUFs and their real trims."""
+counts and llama.cpp's quantizer rules, and estimate_file against real GGUFs and their real trims."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from gguf_trim.bench.vram import (
     GIB,
     MODELS,
     QUANTS,
+    estimate_all,
+    estimate_file,
+    estimate_spec,
     format_table,
     newly_fitting,
-    plan_all,
-    plan_file,
-    plan_spec,
     tensor_type,
     trimmed_n_vocab,
 )
-from gguf_trim.rewrite.writer import PAD_MODULUS, add_padding
+from gguf_trim.rewrite.padding import PAD_MODULUS, add_padding
 from gguf_trim.selection.selection import select_lossless
 
 from .conftest import GEMMA, QWEN, need, vocab_file
@@ -49,14 +49,14 @@ def test_block_sizes_match_ggml():
 
 def test_kv_cache_exact():
     # 2 (K and V) x 32 layers x 8192 positions x 8 KV heads x 128 dims x 2 bytes (F16) = 1 GiB
-    assert plan_spec("llama-3.1-8b", "Q4_K_M")["original"]["kv_cache"] == 2 * 32 * 8192 * 8 * 128 * 2 == GIB
-    r = plan_spec("qwen2.5-7b", "Q8_0", n_ctx=32768)
+    assert estimate_spec("llama-3.1-8b", "Q4_K_M")["original"]["kv_cache"] == 2 * 32 * 8192 * 8 * 128 * 2 == GIB
+    r = estimate_spec("qwen2.5-7b", "Q8_0", n_ctx=32768)
     assert r["original"]["kv_cache"] == r["trimmed"]["kv_cache"] == 2 * 28 * 32768 * 4 * 128 * 2
-    assert plan_spec("gemma-2-27b", "Q4_K_M", n_ctx=4096)["original"]["kv_cache"] == 2 * 46 * 4096 * 16 * 128 * 2
+    assert estimate_spec("gemma-2-27b", "Q4_K_M", n_ctx=4096)["original"]["kv_cache"] == 2 * 46 * 4096 * 16 * 128 * 2
 
 
 def test_spec_breakdown_arithmetic():
-    r = plan_spec("llama-3.1-8b", "Q4_K_M")
+    r = estimate_spec("llama-3.1-8b", "Q4_K_M")
     a, b = r["original"], r["trimmed"]
     assert (r["token_embd_type"], r["output_type"]) == ("Q4_K", "Q6_K")
     assert (a["n_vocab"], b["n_vocab"]) == (128256, 105280)
@@ -74,12 +74,12 @@ def test_spec_breakdown_arithmetic():
 
 def test_quantizer_type_rules():
     # tied models: the quantizer treats token_embd as the output matrix -> Q6_K in K mixes
-    assert plan_spec("gemma-2-9b", "Q4_K_M")["token_embd_type"] == "Q6_K"
-    assert plan_spec("llama-3.2-1b", "Q4_0")["output_type"] == "Q6_K"
-    assert plan_spec("llama-3.1-70b", "Q8_0")["output_type"] == "Q8_0"
-    assert plan_spec("qwen2.5-7b", "Q5_K_M")["token_embd_type"] == "Q5_K"
+    assert estimate_spec("gemma-2-9b", "Q4_K_M")["token_embd_type"] == "Q6_K"
+    assert estimate_spec("llama-3.2-1b", "Q4_0")["output_type"] == "Q6_K"
+    assert estimate_spec("llama-3.1-70b", "Q8_0")["output_type"] == "Q8_0"
+    assert estimate_spec("qwen2.5-7b", "Q5_K_M")["token_embd_type"] == "Q5_K"
     # 896 is not a multiple of 256: output falls back to Q8_0
-    assert plan_spec("qwen2.5-0.5b", "Q4_K_M")["output_type"] == "Q8_0"
+    assert estimate_spec("qwen2.5-0.5b", "Q4_K_M")["output_type"] == "Q8_0"
 
 
 def test_quantizer_type_rules_match_a_real_q4_k_m_file():
@@ -98,12 +98,12 @@ def test_trimmed_vocab_defaults():
     assert trimmed_n_vocab("llama3", 128256) == 105280
     assert trimmed_n_vocab("gemma", 262144) == 166768
     for name, m in MODELS.items():
-        n = plan_spec(name, "Q4_K_M")["trimmed"]["n_vocab"]
+        n = estimate_spec(name, "Q4_K_M")["trimmed"]["n_vocab"]
         assert n < m.n_vocab and (m.n_vocab - n) % PAD_MODULUS == 0, name
 
 
 def test_every_spec_and_quant_computes_and_trimming_always_helps():
-    rows = plan_all(ALL_QUANTS)
+    rows = estimate_all(ALL_QUANTS)
     assert len(rows) == len(MODELS) * len(QUANTS)
     for r in rows:
         a, b = r["original"], r["trimmed"]
@@ -119,42 +119,42 @@ def test_every_spec_and_quant_computes_and_trimming_always_helps():
 
 
 def test_newly_fitting():
-    at_8k = newly_fitting(plan_all(ALL_QUANTS, n_ctx=8192))
+    at_8k = newly_fitting(estimate_all(ALL_QUANTS, n_ctx=8192))
     print("newly fitting at n_ctx 8192:", at_8k)
     # Checked by hand at n_ctx 9216, qwen2.5-32b Q5_K_M (untied, 152,064 -> 103,824 rows):
     # body 31,206,740,992 params x 5.69 / 8 = 22,195,794,531; output Q6_K 152,064 x 20 x 210 = 638,668,800;
     # KV 2 x 64 x 9216 x 8 x 128 x 2 = 2,415,919,104; compute 152,064 x 2048 + 512 x 32,768 x 8 = 445,644,800;
     # + 314,572,800 overhead = 26,010,600,035 B = 24.22 GiB. Trimmed: output -202,608,000 and
     # compute -98,795,520 -> 25,709,196,515 B = 23.94 GiB <= 24 GiB.
-    r = plan_spec("qwen2.5-32b", "Q5_K_M", n_ctx=9216)
+    r = estimate_spec("qwen2.5-32b", "Q5_K_M", n_ctx=9216)
     assert r["original"]["total_gpu"] == 26_010_600_035
     assert r["trimmed"]["total_gpu"] == 25_709_196_515
-    lines = newly_fitting(plan_all(ALL_QUANTS, n_ctx=9216))
+    lines = newly_fitting(estimate_all(ALL_QUANTS, n_ctx=9216))
     print("newly fitting at n_ctx 9216:", lines)
     assert any(x.startswith("qwen2.5-32b Q5_K_M now fits 24 GB") for x in lines)
-    assert newly_fitting([plan_spec("qwen2.5-0.5b", "Q4_K_M")]) == []
+    assert newly_fitting([estimate_spec("qwen2.5-0.5b", "Q4_K_M")]) == []
 
 
 def test_override_and_bad_input():
-    r = plan_spec("Llama-3.1-8B", "q4_k_m", trimmed_vocab=64000)
+    r = estimate_spec("Llama-3.1-8B", "q4_k_m", trimmed_vocab=64000)
     assert (r["model"], r["quant"], r["trimmed"]["n_vocab"]) == ("llama-3.1-8b", "Q4_K_M", 64000)
     with pytest.raises(TrimError, match="unknown model 'qwen9-1b'; known: qwen2.5-0.5b, .*gemma-2-27b"):
-        plan_spec("qwen9-1b", "Q4_K_M")
+        estimate_spec("qwen9-1b", "Q4_K_M")
     with pytest.raises(TrimError, match="unknown quant type 'Q7_K'; known: F16, Q8_0"):
-        plan_spec("qwen2.5-7b", "Q7_K")
+        estimate_spec("qwen2.5-7b", "Q7_K")
     with pytest.raises(TrimError, match="larger than"):
-        plan_spec("qwen2.5-7b", "Q4_K_M", trimmed_vocab=200_000)
+        estimate_spec("qwen2.5-7b", "Q4_K_M", trimmed_vocab=200_000)
     for bad in (0, -5, 1.5, True):
         with pytest.raises(TrimError, match="positive integer"):
-            plan_spec("qwen2.5-7b", "Q4_K_M", n_ctx=bad)
+            estimate_spec("qwen2.5-7b", "Q4_K_M", n_ctx=bad)
     with pytest.raises(TrimError):
-        plan_file(vocab_file("llama-bpe"))  # vocab only: no tensors to size
+        estimate_file(vocab_file("llama-bpe"))  # vocab only: no tensors to size
 
 
 @pytest.mark.parametrize("path", [GEMMA, QWEN], ids=["gemma", "qwen"])
-def test_plan_file_real_model(path, tmp_path):
+def test_estimate_file_real_model(path, tmp_path):
     src = need(path)
-    r = plan_file(src)
+    r = estimate_file(src)
     with GGUFFile(src) as g:
         file_bytes = sum(t.nbytes for t in g.tensors)
         sel = select_lossless(Vocab.from_gguf(g))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from gguf_trim.errors import TrimError
+from gguf_trim.tables import markdown_table
 
 
 def parse_targets(spec: str, n_vocab: int) -> list[int]:
@@ -38,14 +40,14 @@ def frontier(model: str | Path, targets: str, corpus: list[str], texts: list[str
     from gguf_trim.api import trim
     from gguf_trim.format.shards import open_model
     from gguf_trim.rewrite.verify import (
-        _spread,
         bpb_summary,
         kept_ids_of,
         line_bits_per_file,
         line_fidelity,
-        load_llama,
         read_lines,
+        spread_lines,
     )
+    from gguf_trim.runtime.llama import load_llama
     from gguf_trim.selection.compact import gather_evidence, select_compact
     from gguf_trim.selection.plan import write_plan
     from gguf_trim.selection.selection import select_lossless
@@ -59,7 +61,7 @@ def frontier(model: str | Path, targets: str, corpus: list[str], texts: list[str
     ev = gather_evidence(vocab, model, corpus, progress=progress)
     evidence_s = time.perf_counter() - t0
     files = {Path(t).stem: read_lines(t) for t in texts}
-    samples = [_spread(lines, bpb_lines) for lines in files.values()] if has_weights and bpb_lines else []
+    samples = [spread_lines(lines, bpb_lines) for lines in files.values()] if has_weights and bpb_lines else []
     base_bits = line_bits_per_file(model, samples) if samples else []
     rows = []
     with closing(load_llama(model, vocab_only=True)) as lo, tempfile.TemporaryDirectory(dir=work_dir) as tmp:
@@ -103,15 +105,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     bpb = sorted({k[len("bpb_change_"):] for r in rows for k in r if k.startswith("bpb_change_")})
     head = ["model", "profile", "target", "n_vocab", "share", "size MiB"] + [f"line fidelity {k}" for k in keys] \
         + [f"bits/byte {k} (orig -> trimmed)" for k in bpb]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out = []
     for r in rows:
         cells = [r["model"].replace(".gguf", ""), r["profile"], f"{r['target']:,}" if r["target"] else "-",
                  f"{r['n_vocab']:,}", f"{r['share']:.1%}", f"{r['size'] / (1 << 20):.1f}"]
         cells += [f"{r[f'fidelity_{k}']:.2%}" if f"fidelity_{k}" in r else "" for k in keys]
         cells += [f"{r[f'bpb_{k}'][0]:.4f} -> {r[f'bpb_{k}'][1]:.4f} ({r[f'bpb_change_{k}']:+.2%})"
                   if f"bpb_{k}" in r else "" for k in bpb]
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+        out.append(cells)
+    return markdown_table(head, out) + "\n"
 
 
 def plot(rows: list[dict[str, Any]], path: str | Path) -> bool:
@@ -191,3 +193,53 @@ def count_rates(model: str | Path, corpus: list[str], repeats: tuple[int, ...] =
                        progress=False, force_llama=True)
     rows.append(rate("llama.cpp (reference)", res.bytes, time.perf_counter() - t0))
     return rows
+
+
+def measure(models: list[str | Path], targets: str, corpus: list[str], texts: list[str | Path], bpb_lines: int = 200,
+            with_count_rates: bool = True, progress: bool = False,
+            log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`gguf-trim bench frontier`: the frontier rows of every model, and (with_count_rates) how fast
+    each counts the corpus."""
+    rows: list[dict[str, Any]] = []
+    speed: list[dict[str, Any]] = []
+    for m in models:
+        log(f"{m}: choosing and trimming at {targets} ...")
+        rows += frontier(m, targets, list(corpus), list(texts), bpb_lines, progress=progress)
+        if with_count_rates:
+            speed += count_rates(m, list(corpus))
+    return rows, speed
+
+
+def speed_markdown(speed: list[dict[str, Any]]) -> str:
+    """The counting-speed table printed under the frontier table."""
+    return ("Counting speed (fresh, uncached; the corpus repeated 1, 4 and 10 times in one text file; the "
+            "last row per model is llama.cpp itself on a slice):\n\n"
+            + markdown_table(["model", "counted with", "MB", "seconds", "MB/s"],
+                             [[r["model"], r["method"], r["MB"], r["seconds"], r["MB_per_s"]] for r in speed]) + "\n")
+
+
+def frontier_doc(rows: list[dict[str, Any]], table: str, models: list[str], targets: str, corpus: list[str],
+                 texts: list[str], bpb_lines: int, png_out: str | None) -> str:
+    """The markdown file `make frontier` writes: what was run, the tables, the plot."""
+    import platform
+
+    cmd = ("gguf-trim frontier " + " ".join(models) + f" --targets {targets} "
+           + " ".join(f"--corpus {c}" for c in corpus) + " " + " ".join(f"--text {t}" for t in texts)
+           + f" --bpb-lines {bpb_lines}")
+    info = rows[0]["corpus"] if rows else {}
+    lines = [
+        "# Compact profile: size vs fidelity", "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores ({platform.machine()}), with:", "",
+        f"```sh\n{cmd}\n```", "",
+        "Tokens are chosen from the `--corpus` text (token counts) plus wordfreq's common words and the "
+        "tokenizer's own order (see the README). Line fidelity: share of the held-out `--text` lines that the "
+        "trimmed file tokenizes to exactly the original tokens (llama.cpp through llama-cpp-python, every line). "
+        f"Bits per byte: {bpb_lines} lines of each text spread over the file, each scored on its own after BOS, "
+        "original vs trimmed model. `target` includes the padding tokens that keep the logits kernel-exact; "
+        "the lossless row is the default profile.", "",
+        f"Corpus: {info.get('segments', 0):,} segments, {info.get('bytes', 0) / 1e6:.1f} MB.", "",
+        table,
+    ]
+    if png_out:
+        lines += ["", f"![frontier]({Path(png_out).name})"]
+    return "\n".join(lines) + "\n"

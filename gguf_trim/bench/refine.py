@@ -9,16 +9,15 @@ text) and, given the corpora and split that refine trained on, the lines refine 
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 from gguf_trim.errors import TrimError
 from gguf_trim.extend.rows import added_rows, open_single, split_corpora
 from gguf_trim.extend.words import tokenization_report
-from gguf_trim.rewrite.verify import _spread, bpb_summary, line_bits_per_file, read_lines
-from gguf_trim.translate.jobs import read_pairs
+from gguf_trim.rewrite.verify import bpb_summary, line_bits_per_file, read_lines, spread_lines
+from gguf_trim.tables import markdown_table
+from gguf_trim.translate.evaluate import read_pairs
 
 
 def _median(xs: list[float]) -> float:
@@ -92,7 +91,7 @@ def bench(base: str, extended: str, refined: str, dev_vi: str, dev_en: str, line
           max_tokens: int, corpora: list[str] = (), heldout: int = 300, seed: int = 0, runs: int = 3,
           pairs: str | None = None, n_pairs: int = 20) -> dict:
     vi, en = read_lines(dev_vi), read_lines(dev_en)
-    samples = [_spread(vi, lines), _spread(en, lines)]
+    samples = [spread_lines(vi, lines), spread_lines(en, lines)]
     held = [h for _, h in split_corpora(list(corpora), heldout, seed)] if corpora else []
     models = {"trimmed": base, "extended": extended, "refined": refined}
     bits = {k: line_bits_per_file(m, samples + held) for k, m in models.items()}
@@ -105,7 +104,7 @@ def bench(base: str, extended: str, refined: str, dev_vi: str, dev_en: str, line
     out["tokens_vi"] = {k: {x: v[x] for x in ("lines", "tokens", "tokens_per_syllable", "round_trip_failures",
                                                "tokenize_mb_s")} for k, v in tok.items()}
     out["tokens_vi_change"] = tok["refined"]["tokens"] / tok["trimmed"]["tokens"] - 1
-    heads = [" ".join(x.split()[:6]) for x in _spread([x for x in vi if len(x.split()) >= 10], prompts)]
+    heads = [" ".join(x.split()[:6]) for x in spread_lines([x for x in vi if len(x.split()) >= 10], prompts)]
     sources = [en for en, _ in read_pairs(pairs, n_pairs)] if pairs else []
     out["decode"] = decode_speeds(models, heads, max_tokens, runs, sources)
     out["decode_runs"] = runs
@@ -116,12 +115,10 @@ def table(r: dict) -> str:
     held = r.get("bpb_training_heldout", {}).get("extended", {})
     cols = [("dev vi", "bpb", "vi"), ("dev en", "bpb", "en")] + [(f"held-out {n}", "bpb_training_heldout", n)
                                                                for n in held]
-    rows = ["| model | " + " | ".join(f"{c} bits/byte (vs trimmed)" for c, _, _ in cols) + " |",
-            "|---" * (len(cols) + 1) + "|"]
-    rows.append("| trimmed | " + " | ".join(f"{r[s]['extended'][x]['bpb_original']:.4f}" for _, s, x in cols) + " |")
-    for k in ("extended", "refined"):
-        rows.append(f"| {k} | " + " | ".join(f"{r[s][k][x]['bpb_trimmed']:.4f} ({r[s][k][x]['bpb_change']:+.2%})"
-                                            for _, s, x in cols) + " |")
+    bpb = [["trimmed"] + [f"{r[s]['extended'][x]['bpb_original']:.4f}" for _, s, x in cols]]
+    bpb += [[k] + [f"{r[s][k][x]['bpb_trimmed']:.4f} ({r[s][k][x]['bpb_change']:+.2%})" for _, s, x in cols]
+            for k in ("extended", "refined")]
+    rows = [markdown_table(["model"] + [f"{c} bits/byte (vs trimmed)" for c, _, _ in cols], bpb)]
     t = r["tokens_vi"]
     rows.append("")
     rows.append(f"Held-out Vietnamese tokens: {t['trimmed']['tokens']:,} -> {t['refined']['tokens']:,} "
@@ -129,43 +126,19 @@ def table(r: dict) -> str:
     rows.append("")
     rows.append(f"Greedy Vietnamese generation (medians of {r.get('decode_runs', 1)} timed passes, models in turns):")
     rows.append("")
-    rows.append("| task | model | characters/s | tokens/s | characters a token | outputs as the file tokenizes them "
-                "(added tokens among them) | outputs equal to the trimmed model's |")
-    rows.append("|---|---|---:|---:|---:|---:|---:|")
-    for k, tasks in r["decode"].items():
-        for name, d in tasks.items():
-            rows.append(f"| {name} | {k} | {d['chars_per_s']:.0f} | {d['tokens_per_s']:.1f} | "
-                        f"{d['chars_per_token']:.2f} | {d['tokens']:,} -> {d['tokens_as_tokenized']:,} "
-                        f"({d.get('added_as_tokenized', '?')}) | "
-                        f"{d['same_as_trimmed']}/{d['outputs']} |")
+    rows.append(markdown_table(
+        ["task", "model", "characters/s", "tokens/s", "characters a token",
+         "outputs as the file tokenizes them (added tokens among them)", "outputs equal to the trimmed model's"],
+        [[name, k, f"{d['chars_per_s']:.0f}", f"{d['tokens_per_s']:.1f}", f"{d['chars_per_token']:.2f}",
+          f"{d['tokens']:,} -> {d['tokens_as_tokenized']:,} ({d.get('added_as_tokenized', '?')})",
+          f"{d['same_as_trimmed']}/{d['outputs']}"] for k, tasks in r["decode"].items() for name, d in tasks.items()],
+        "llrrrrr"))
     return "\n".join(rows)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("trimmed")
-    ap.add_argument("extended")
-    ap.add_argument("refined")
-    ap.add_argument("--vi", required=True, help="held-out Vietnamese text, a line per segment")
-    ap.add_argument("--en", required=True, help="held-out English text")
-    ap.add_argument("--lines", type=int, default=200, help="lines per language scored for bits per byte")
-    ap.add_argument("--corpus", action="append", default=[],
-                    help="a corpus refine trained on, in refine's order: its held-out lines are scored too")
-    ap.add_argument("--heldout", type=int, default=300, help="refine's --heldout")
-    ap.add_argument("--seed", type=int, default=0, help="refine's --seed")
-    ap.add_argument("--prompts", type=int, default=20)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--runs", type=int, default=3, help="timed passes per model (medians)")
-    ap.add_argument("--pairs", help="English<TAB>Vietnamese pairs: the English lines are translated too")
-    ap.add_argument("--n-pairs", type=int, default=20)
-    ap.add_argument("--json", help="write the results here")
-    a = ap.parse_args()
-    r = bench(a.trimmed, a.extended, a.refined, a.vi, a.en, a.lines, a.prompts, a.max_tokens, a.corpus, a.heldout,
-              a.seed, a.runs, a.pairs, a.n_pairs)
-    if a.json:
-        Path(a.json).write_text(json.dumps(r, indent=1, ensure_ascii=False), encoding="utf-8")
-    print(table(r))
+if __name__ == "__main__":  # the old entry point: `gguf-trim bench refine`
+    import sys
 
+    from gguf_trim.cli import main
 
-if __name__ == "__main__":
-    main()
+    main(["bench", "refine", *sys.argv[1:]], prog_name="gguf-trim")

@@ -8,27 +8,27 @@ weights paged in, the batch context made, the shared prompt prefix evaluated: on
 paths, not per segment). The outputs are compared (identical share and chrF of each path against
 the references) so that speed is not bought with quality.
 
-    python -m gguf_trim.bench.translate MODEL [MODEL ...] --pairs prose.en-vi.tsv --n 64
+    gguf-trim bench translate MODEL [MODEL ...] --pairs prose.en-vi.tsv --n 64
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import click
-
-from gguf_trim.translate.jobs import read_pairs
-from gguf_trim.translate.translator import Translator
+from gguf_trim.tables import markdown_table
+from gguf_trim.translate.evaluate import read_pairs
 
 
 def bench_model(model: str, texts: list[str], refs: list[str], dst: str, parallels: list[int | None],
                 n_ctx: int, threads: int | None, n_gpu_layers: int = 0, flash_attn: bool = True) -> list[dict]:
     """Rows for one model: the sequential path, then batched at each parallel (None: the default)."""
     import sacrebleu
+
+    from gguf_trim.translate.translator import Translator
 
     tr = Translator(model, n_ctx=n_ctx, threads=threads, n_gpu_layers=n_gpu_layers, flash_attn=flash_attn)
     rows = []
@@ -62,47 +62,42 @@ def bench_model(model: str, texts: list[str], refs: list[str], dst: str, paralle
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | flash attn | path | parallel | output tokens | seconds | tok/s | vs sequential "
-             "| identical to sequential | chrF |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        fa = {True: "on", False: "off"}.get(r.get("flash_attn"), "off")
-        lines.append(f"| {r['model']} ({r['prompt']}) | {fa} | {r['path']} | {r['parallel']} | {r['tokens']} | "
-                     f"{r['seconds']} | {r['tok_per_s']} | {r['speedup']:.2f}x | {r['identical']}/{r['segments']} "
-                     f"| {r['chrf']} |")
-    return "\n".join(lines)
+    cells = [[f"{r['model']} ({r['prompt']})", {True: "on", False: "off"}.get(r.get("flash_attn"), "off"), r["path"],
+              r["parallel"], r["tokens"], r["seconds"], r["tok_per_s"], f"{r['speedup']:.2f}x",
+              f"{r['identical']}/{r['segments']}", r["chrf"]] for r in rows]
+    return markdown_table(["model", "flash attn", "path", "parallel", "output tokens", "seconds", "tok/s",
+                           "vs sequential", "identical to sequential", "chrF"], cells, "lllrrrrrrr")
 
 
-@click.command()
-@click.argument("models", nargs=-1, required=True)
-@click.option("--pairs", required=True, type=click.Path(exists=True))
-@click.option("--n", "n_pairs", default=64, show_default=True)
-@click.option("--to", "dst", default="vi", show_default=True, type=click.Choice(["vi", "en"]))
-@click.option("--parallel", "parallels", default="4,8,16,default", show_default=True,
-              help="Comma-separated slot counts for the batched runs ('default': chosen from --n-ctx).")
-@click.option("--n-ctx", default=4096, show_default=True)
-@click.option("--threads", type=int)
-@click.option("--n-gpu-layers", default=0, show_default=True, help="Layers to offload (CUDA build).")
-@click.option("--flash-attn", "flash", default="both", show_default=True, type=click.Choice(["on", "off", "both"]),
-              help="llama.cpp's flash attention in both paths ('both': each model with it on, then off).")
-@click.option("--json", "json_out", type=click.Path())
-def main(models, pairs, n_pairs, dst, parallels, n_ctx, threads, n_gpu_layers, flash, json_out) -> None:
+FLASH = {"on": [True], "off": [False], "both": [True, False]}
+
+
+def measure(models: list[str], pairs: str | Path, n_pairs: int = 64, dst: str = "vi",
+            parallels: str = "4,8,16,default", n_ctx: int = 4096, threads: int | None = None, n_gpu_layers: int = 0,
+            flash: str = "both", log: Callable[[str], None] = print) -> list[dict]:
+    """`gguf-trim bench translate`: bench_model for each model on `n_pairs` pairs, at each of the
+    comma-separated `parallels` ('default': chosen from n_ctx), flash attention on/off/both."""
     data = read_pairs(pairs, n_pairs)
     texts = [en if dst == "vi" else vi for en, vi in data]
     refs = [vi if dst == "vi" else en for en, vi in data]
     pars = [None if p == "default" else int(p) for p in parallels.split(",")]
     rows = []
     for m in models:
-        click.echo(f"{m}: {len(texts)} segments ...", err=True)
-        for fa in {"on": [True], "off": [False], "both": [True, False]}[flash]:
+        log(f"{m}: {len(texts)} segments ...")
+        for fa in FLASH[flash]:
             rows += bench_model(m, texts, refs, dst, pars, n_ctx, threads, n_gpu_layers, fa)
-    click.echo(f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPU cores ({platform.machine()}), "
-               f"load average {os.getloadavg()[0]:.2f}, n_ctx {n_ctx}")
-    click.echo(markdown(rows))
-    if json_out:
-        with open(json_out, "w", encoding="utf-8") as f:
-            json.dump({"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
-                       "load": os.getloadavg()}, f, indent=1)
+    return rows
 
 
-if __name__ == "__main__":
-    main()
+def machine_line(n_ctx: int) -> str:
+    """When and where: the line printed above the table."""
+    return (f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPU cores ({platform.machine()}), "
+            f"load average {os.getloadavg()[0]:.2f}, n_ctx {n_ctx}")
+
+
+if __name__ == "__main__":  # the old entry point: `gguf-trim bench translate`
+    import sys
+
+    from gguf_trim.cli import main
+
+    main(["bench", "translate", *sys.argv[1:]], prog_name="gguf-trim")

@@ -1,9 +1,9 @@
-"""VRAM planner: how much GPU memory a model needs before and after trimming its vocabulary.
+"""VRAM estimates: how much GPU memory a model needs before and after trimming its vocabulary.
 
 Why: trimming shrinks only the tensors with one row per token, and with llama.cpp on a GPU the
 input embedding does not live in VRAM anyway, so the saving that matters on a card is the
 output matrix (lm_head) and the logits. This module puts numbers on that, for a shipped table
-of public models (`plan_spec`, `plan_all`) or for a real GGUF (`plan_file`).
+of public models (`estimate_spec`, `estimate_all`) or for a real GGUF (`estimate_file`).
 
 Memory model (llama.cpp, every layer offloaded, one sequence; all sizes in bytes):
 
@@ -46,8 +46,10 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf_trim.errors import TrimError
 from gguf_trim.format.gguffile import GGUFFile, tensor_nbytes
 from gguf_trim.format.shards import open_model
-from gguf_trim.rewrite.writer import PAD_MODULUS, add_padding, vocab_tensors
+from gguf_trim.rewrite.metadata import vocab_tensors
+from gguf_trim.rewrite.padding import PAD_MODULUS, add_padding
 from gguf_trim.selection.selection import select_lossless
+from gguf_trim.tables import markdown_table
 from gguf_trim.vocab.vocabulary import Vocab
 
 MIB = 1 << 20
@@ -221,7 +223,7 @@ def _known(kind: str, names: Any) -> str:
     return f"unknown {kind}; known: " + ", ".join(names)
 
 
-def plan_spec(spec: str, quant: str, n_ctx: int = DEFAULT_N_CTX, trimmed_vocab: int | None = None,
+def estimate_spec(spec: str, quant: str, n_ctx: int = DEFAULT_N_CTX, trimmed_vocab: int | None = None,
               n_ubatch: int = DEFAULT_N_UBATCH, n_outputs: int = DEFAULT_N_OUTPUTS) -> dict[str, Any]:
     """Before/after memory of a model from the shipped table at one quant type."""
     key, q = spec.strip().lower(), quant.strip().upper()
@@ -269,7 +271,7 @@ def _per_layer(g: GGUFFile, key: str, n_layer: int, default: int | None = None) 
     return [int(_scalar(v))] * n_layer
 
 
-def plan_file(path: str | os.PathLike, n_ctx: int = DEFAULT_N_CTX, trimmed_vocab: int | None = None,
+def estimate_file(path: str | os.PathLike, n_ctx: int = DEFAULT_N_CTX, trimmed_vocab: int | None = None,
               n_ubatch: int = DEFAULT_N_UBATCH, n_outputs: int = DEFAULT_N_OUTPUTS) -> dict[str, Any]:
     """Before/after memory of a real GGUF, from its actual tensor bytes and its own tokenizer."""
     for name, v in (("n_ctx", n_ctx), ("n_ubatch", n_ubatch), ("n_outputs", n_outputs)):
@@ -339,9 +341,9 @@ def _file_type_name(g: GGUFFile) -> str:
     return _FTYPES.get(ft, f"ftype{ft}")
 
 
-def plan_all(quants: tuple[str, ...] | list[str] = ALL_QUANTS, n_ctx: int = DEFAULT_N_CTX) -> list[dict[str, Any]]:
+def estimate_all(quants: tuple[str, ...] | list[str] = ALL_QUANTS, n_ctx: int = DEFAULT_N_CTX) -> list[dict[str, Any]]:
     """Every model of the table at every requested quant type."""
-    return [plan_spec(spec, q, n_ctx) for spec in MODELS for q in quants]
+    return [estimate_spec(spec, q, n_ctx) for spec in MODELS for q in quants]
 
 
 def _gib(n: int) -> str:
@@ -354,15 +356,13 @@ def _yn(a: bool, b: bool) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table: GPU GiB and fit on 24/40 GB cards, before -> after trimming."""
-    lines = ["| model | quant | n_vocab | GPU GiB | saved MiB | fits 24 GB | fits 40 GB |",
-             "|---|---|---|---|---|---|---|"]
+    cells = []
     for r in rows:
         a, b = r["original"], r["trimmed"]
-        lines.append(f"| {r['model']} | {r['quant']} | {a['n_vocab']:,} -> {b['n_vocab']:,} | "
-                     f"{_gib(a['total_gpu'])} -> {_gib(b['total_gpu'])} | "
-                     f"{r['savings']['gpu_bytes'] / MIB:.0f} | "
-                     f"{_yn(a['fits_24gb'], b['fits_24gb'])} | {_yn(a['fits_40gb'], b['fits_40gb'])} |")
-    return "\n".join(lines)
+        cells.append([r["model"], r["quant"], f"{a['n_vocab']:,} -> {b['n_vocab']:,}",
+                      f"{_gib(a['total_gpu'])} -> {_gib(b['total_gpu'])}", f"{r['savings']['gpu_bytes'] / MIB:.0f}",
+                      _yn(a["fits_24gb"], b["fits_24gb"]), _yn(a["fits_40gb"], b["fits_40gb"])])
+    return markdown_table(["model", "quant", "n_vocab", "GPU GiB", "saved MiB", "fits 24 GB", "fits 40 GB"], cells)
 
 
 def newly_fitting(rows: list[dict[str, Any]]) -> list[str]:
@@ -375,3 +375,15 @@ def newly_fitting(rows: list[dict[str, Any]]) -> list[str]:
                            f"({_gib(r['original']['total_gpu'])} -> {_gib(r['trimmed']['total_gpu'])} GiB "
                            f"at n_ctx {r['n_ctx']})")
     return out
+
+
+def estimate(model: str | os.PathLike | None = None, spec: str | None = None, quant: str = "Q4_K_M",
+             n_ctx: int = DEFAULT_N_CTX) -> list[dict[str, Any]]:
+    """`gguf-trim bench vram`'s rows: one GGUF file, or a model of the table (`spec`; 'all': every one)
+    at `quant` ('all': every quant type)."""
+    if bool(model) == bool(spec):
+        raise TrimError("give either MODEL.gguf or --spec NAME")
+    if model:
+        return [estimate_file(model, n_ctx=n_ctx)]
+    quants = ALL_QUANTS if quant == "all" else (quant,)
+    return estimate_all(quants, n_ctx=n_ctx) if spec == "all" else [estimate_spec(spec, q, n_ctx=n_ctx) for q in quants]

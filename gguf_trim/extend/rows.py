@@ -12,11 +12,7 @@ through an .npz (`--import-rows`), in the format `extend --export-rows` writes.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +20,19 @@ from pathlib import Path
 import numpy as np
 from gguf.constants import GGUFValueType
 
-from gguf_trim.errors import GGUFError, TrimError
-from gguf_trim.extend.words import _encode_rows, _rows_float
+from gguf_trim.errors import GGUFError, InternalError, TrimError
+from gguf_trim.files import atomic_write, check_output, copy_range
 from gguf_trim.format.gguffile import GGUFFile, OutTensor, encode_field, write_gguf
+from gguf_trim.format.keys import EXTENDED_FROM_N_VOCAB, REFINED_PREFIX
+from gguf_trim.format.quant import encode_rows, rows_float
 from gguf_trim.format.shards import open_model
-from gguf_trim.rewrite.writer import PROVENANCE_PREFIX, _copy_range, check_output, vocab_tensors
+from gguf_trim.rewrite.metadata import vocab_tensors
+from gguf_trim.runtime.loadcheck import weights_load_check
 from gguf_trim.selection.corpus import open_corpus
 from gguf_trim.vocab.vocabulary import USER_DEFINED, Vocab
 
 TRAIN_HINT = ('refine trains with PyTorch and transformers, which are not installed: '
               'pip install -e ".[train]" (or make setup-train)')
-EXTENDED_KEY = PROVENANCE_PREFIX + "extended_from_n_vocab"
-REFINED_PREFIX = PROVENANCE_PREFIX + "refined_"
 SELF_TEXT = "self-text"  # the name refine's report gives the model's own continuations (self_text)
 
 
@@ -154,8 +151,8 @@ def greedy_continuations(model: str | Path, start: int, heads: list[str], max_to
     of each head through llama.cpp's batched decoding, with the added tokens (ids from `start`,
     AddedRows.ids[0]) banned and the head tokenized word by word (a compound spans two words, so
     none is matched): the token ids and the rows they use are the original file's."""
-    from gguf_trim.rewrite.verify import load_llama
     from gguf_trim.runtime.batch import BatchEngine, Job
+    from gguf_trim.runtime.llama import load_llama
 
     if not heads:
         return []
@@ -196,13 +193,14 @@ def open_single(model: str | Path) -> GGUFFile:
 def added_rows(g: GGUFFile) -> AddedRows:
     """The ids extend appended (gguf_trim.extended_from_n_vocab .. n_vocab), checked to be what
     extend writes: USER_DEFINED tokens after the original vocabulary."""
-    start = g.get(EXTENDED_KEY)
+    start = g.get(EXTENDED_FROM_N_VOCAB)
     if start is None:
-        raise TrimError(f"{g.path}: not extended by gguf-trim (no {EXTENDED_KEY}); run `gguf-trim extend` first")
+        raise TrimError(f"{g.path}: not extended by gguf-trim (no {EXTENDED_FROM_N_VOCAB}); "
+                        "run `gguf-trim extend` first")
     vocab = Vocab.from_gguf(g)
     start = int(start)
     if not 0 < start < vocab.n:
-        raise TrimError(f"{g.path}: {EXTENDED_KEY} is {start}, but the file has {vocab.n} tokens")
+        raise TrimError(f"{g.path}: {EXTENDED_FROM_N_VOCAB} is {start}, but the file has {vocab.n} tokens")
     ids = np.arange(start, vocab.n, dtype=np.int64)
     types = g.get("tokenizer.ggml.token_type")
     if types is None or (np.asarray(types)[start:vocab.n] != USER_DEFINED).any():
@@ -216,7 +214,7 @@ def added_rows(g: GGUFFile) -> AddedRows:
 
 def read_rows(g: GGUFFile, added: AddedRows) -> dict[str, np.ndarray]:
     """The added rows of each tensor, dequantized to float32 (n_added, n_embd)."""
-    return {name: _rows_float(g, name, added.n_vocab, added.ids.tolist()) for name in added.tensors}
+    return {name: rows_float(g, name, added.n_vocab, added.ids.tolist()) for name in added.tensors}
 
 
 def save_rows(path: str | Path, added: AddedRows, rows: dict[str, np.ndarray]) -> None:
@@ -270,7 +268,7 @@ def _copy(g: GGUFFile, fh, start: int, n: int) -> None:
     """Copy n bytes from offset `start` of g's file to the end of fh, in the kernel."""
     fh.flush()
     at = fh.tell()
-    _copy_range(g, fh.fileno(), start, at, n, threading.Event())
+    copy_range(g, fh.fileno(), start, at, n, threading.Event())
     fh.seek(at + n)
 
 
@@ -295,39 +293,12 @@ def _writer(g: GGUFFile, t, ids: np.ndarray | None = None, new: bytes = b""):
     return write
 
 
-_LOAD_CHECK = r"""
-import sys
-import numpy as np
-from llama_cpp import Llama
-llm = Llama(sys.argv[1], n_ctx=128, logits_all=True, verbose=False)
-ids = llm.tokenize(sys.argv[2].encode(), add_bos=True, special=False)
-llm.eval(ids)
-s = np.asarray(llm.scores[:len(ids)])
-print(llm.n_vocab(), len(ids), int(np.isfinite(s).all()))
-"""
-PROBE = "Học sinh Việt Nam có thể sử dụng thông tin này. Hello, world!"
-
-
-def weights_load_check(path: str | Path, n_vocab: int, timeout: float = 600) -> None:
-    """Load the file with its weights in llama.cpp (a child process: llama.cpp can abort) and
-    evaluate a probe line; its logits must be finite."""
-    proc = subprocess.run([sys.executable, "-c", _LOAD_CHECK, str(path), PROBE], capture_output=True, text=True,
-                          timeout=timeout)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        raise TrimError(f"llama.cpp cannot load the refined file: {lines[-1] if lines else proc.returncode}")
-    n, _, finite = (int(x) for x in proc.stdout.split()[-3:])
-    if n != n_vocab or not finite:
-        raise TrimError(f"llama.cpp loaded the refined file with {n} tokens (expected {n_vocab}) "
-                        f"and {'finite' if finite else 'non-finite'} logits")
-
-
 def write_rows(model: str | Path, output: str | Path, rows: dict[str, np.ndarray],
                meta: dict[str, str | int | float] | None = None, check: bool = True) -> Path:
     """Write a copy of `model` whose added rows are `rows` (float32, one array per row tensor),
     quantized to each tensor's own type; every other byte is copied unchanged (the metadata
     gains gguf_trim.refined_* keys). Atomic: temp file, re-read, llama.cpp load, rename."""
-    out, folder = check_output(output, model)
+    out, _ = check_output(output, model)
     with open_single(model) as g:
         added = added_rows(g)
         if sorted(rows) != sorted(added.tensors):
@@ -339,7 +310,7 @@ def write_rows(model: str | Path, output: str | Path, rows: dict[str, np.ndarray
             if x.shape != (len(added.ids), t.shape[0]) or not np.isfinite(x).all():
                 raise TrimError(f"rows for {name}: {x.shape}, finite {bool(np.isfinite(x).all())}; expected finite "
                                 f"({len(added.ids)}, {t.shape[0]})")
-            encoded[name] = _encode_rows(x, t.ggml_type)
+            encoded[name] = encode_rows(x, t.ggml_type)
             assert len(encoded[name]) == len(added.ids) * (t.nbytes // t.shape[-1])
         kv = [f.raw for name, f in g.fields.items() if not name.startswith(REFINED_PREFIX)]
         for key, value in (meta or {}).items():
@@ -350,28 +321,21 @@ def write_rows(model: str | Path, output: str | Path, rows: dict[str, np.ndarray
         tensors = [OutTensor(t.name, t.shape, t.ggml_type, t.nbytes,
                              _writer(g, t, added.ids, encoded[t.name]) if t.name in encoded else _writer(g, t))
                    for t in g.tensors]
-        try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
-        except OSError as e:
-            raise TrimError(f"cannot write in output folder {folder}: {e.strerror}") from None
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write_gguf(fh, kv, tensors, g.alignment, g.version)
-            os.chmod(tmp, 0o644)
+
+        def check_written(tmp: str) -> None:
             try:
                 with GGUFFile(tmp) as h:
                     ok = [t.name for t in h.tensors] == [t.name for t in g.tensors] and \
                         len(h.get("tokenizer.ggml.tokens")) == added.n_vocab
             except GGUFError as e:
-                raise TrimError(f"internal error: the written file does not parse: {e}") from None
+                raise InternalError(f"the written file does not parse: {e}") from None
             if not ok:
-                raise TrimError("internal error: the written file does not hold the model's tensors and vocabulary")
+                raise InternalError("the written file does not hold the model's tensors and vocabulary")
             if check:
                 weights_load_check(tmp, added.n_vocab)
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        with atomic_write(out, check=check_written) as fh:
+            write_gguf(fh, kv, tensors, g.alignment, g.version)
     return out
 
 

@@ -21,7 +21,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +30,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gguf.constants import GGMLQuantizationType
-from gguf.quants import dequantize
-from torch import nn
 
 from gguf_trim.errors import TrimError
+from gguf_trim.extend.float_model import (
+    RowModel,
+    load_float_model,
+    logits_agreement,
+    pick_device,
+    pick_dtype,
+    roundtrip,
+)
+from gguf_trim.extend.options import RefineOptions
+from gguf_trim.extend.packing import Choices, Packer, added_share, cycle_lines, mix_weights
 from gguf_trim.extend.rows import (
     SELF_TEXT,
-    AddedRows,
     added_rows,
     open_single,
     read_rows,
@@ -45,33 +51,9 @@ from gguf_trim.extend.rows import (
     self_text,
     split_corpora,
 )
-from gguf_trim.extend.words import _encode_rows
-from gguf_trim.rewrite.verify import load_llama
+from gguf_trim.runtime.llama import load_llama
 
 LOGIT_CHUNK = 512  # positions per logits block: (512, n_vocab) float32 is 350 MB at 171k tokens
-
-
-@dataclass
-class RefineOptions:
-    tokens: int = 200_000  # training tokens (predicted positions); `steps` wins when set
-    steps: int | None = None
-    seq_len: int = 256
-    batch: int = 8
-    lr: float = 3e-4
-    warmup: int = 20
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    heldout_lines: int = 300  # per corpus, at most 5% of it
-    mix: str | list[float] = "auto"  # how often each corpus is drawn (refine.parse_mix)
-    check_lines: int = 4  # lines whose logits are compared with llama.cpp's
-    eval_every: int = 0  # steps between held-out evaluations (0: only before and after)
-    eval_texts: list[str] = field(default_factory=list)  # never trained on; scored beside the held-out lines
-    threads: int | None = None
-    progress: bool = True
-    choice_weight: float = 1.0  # weight of the compound-or-first-piece loss (see Choices); 0 turns it off
-    self_text: int = 4000  # greedy continuations of the model's own to train on too (refine.self_text); 0: none
-    self_text_tokens: int = 48  # tokens each
 
 
 @dataclass
@@ -96,315 +78,6 @@ class RefineReport:
     corpora: list[dict[str, Any]] = field(default_factory=list)  # path, weight, added share, lines
     choice_groups: int = 0  # first pieces with compounds (Choices)
     choice_weight: float = 0.0
-
-
-# -- the float model ------------------------------------------------------------------------------
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TrimError("--device cuda: this PyTorch sees no CUDA device")
-    if device not in ("cpu", "cuda"):
-        raise TrimError(f"unknown --device {device!r} (cpu, cuda, auto)")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """bfloat16 where matmuls run natively in it (CUDA; CPUs with AMX), else float32."""
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.bfloat16 if _cpu_has_bf16() else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    except KeyError:
-        raise TrimError(f"unknown --dtype {dtype!r} (float32, bfloat16, auto)") from None
-
-
-def _cpu_has_bf16() -> bool:
-    """Does this CPU multiply bfloat16 natively (AMX or AVX512-BF16)? Linux's cpuinfo flags say."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def load_float_model(path: str | Path) -> nn.Module:
-    """The GGUF as a float32 transformers model (dequantized by gguf-py), every weight frozen."""
-    import transformers
-    from transformers import AutoModelForCausalLM
-
-    transformers.logging.set_verbosity_error()
-    path = Path(path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    except (ValueError, KeyError, OSError, NotImplementedError, RuntimeError) as e:
-        raise TrimError(f"{path}: transformers cannot build a float model from it: {str(e).splitlines()[0]}") from None
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-class RowModel(nn.Module):
-    """The frozen model plus the added rows as the only parameters."""
-
-    def __init__(self, model: nn.Module, added: AddedRows, rows: dict[str, np.ndarray]):
-        super().__init__()
-        self.model = model
-        self.start = int(added.ids[0])
-        emb = model.get_input_embeddings()
-        head = model.get_output_embeddings()
-        n = emb.weight.shape[0]
-        if n != added.n_vocab or head is None or head.weight.shape[0] != n:
-            raise TrimError(f"the float model has {n} embedding rows, the file {added.n_vocab} tokens")
-        if getattr(head, "bias", None) is not None:
-            raise TrimError("the float model's output layer has a bias; refine does not train it")
-        self.tied = "output.weight" not in added.tensors
-        if self.tied != (head.weight.data_ptr() == emb.weight.data_ptr()):
-            raise TrimError("the float model's output tying does not match the file's")
-        self.new_in = nn.Parameter(torch.from_numpy(rows["token_embd.weight"]).clone())
-        self.new_out = self.new_in if self.tied else nn.Parameter(torch.from_numpy(rows["output.weight"]).clone())
-        self.emb = emb
-        self.head = head
-        self.scale = getattr(emb, "embed_scale", None)  # Gemma scales embeddings by sqrt(n_embd)
-        self.softcap = getattr(model.config, "final_logit_softcapping", None)
-        self.out_old: torch.Tensor | None = None
-
-    def lower_precision(self, dtype: torch.dtype) -> None:
-        """Frozen matmul weights in `dtype` (bfloat16 runs on AMX/tensor cores), cast once here rather
-        than by autocast on every call; norms, embeddings and the trained rows stay float32. The
-        old rows of the output matrix get their own low-precision copy (the embedding lookup keeps
-        the float32 matrix)."""
-        head_w = self.head.weight
-        for mod in self.model.modules():
-            if isinstance(mod, nn.Linear) and mod.weight is not head_w:
-                mod.to(dtype)
-        self.out_old = head_w[: self.start].detach().to(dtype).contiguous()
-
-    def trainable(self) -> list[nn.Parameter]:
-        return [self.new_in] if self.tied else [self.new_in, self.new_out]
-
-    def rows(self) -> dict[str, np.ndarray]:
-        out = {"token_embd.weight": self.new_in.detach().float().cpu().numpy()}
-        if not self.tied:
-            out["output.weight"] = self.new_out.detach().float().cpu().numpy()
-        return out
-
-    def set_rows(self, rows: dict[str, np.ndarray]) -> None:
-        with torch.no_grad():
-            self.new_in.copy_(torch.from_numpy(rows["token_embd.weight"]))
-            if not self.tied:
-                self.new_out.copy_(torch.from_numpy(rows["output.weight"]))
-
-    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
-        """Final hidden states (after the output norm) for token ids (B, T)."""
-        old_w = self.emb.weight[: self.start]
-        is_new = (ids >= self.start).unsqueeze(-1)
-        x = F.embedding(ids.clamp(max=self.start - 1), old_w)
-        if bool(is_new.any()):
-            new = F.embedding((ids - self.start).clamp(min=0), self.new_in.to(old_w.dtype))
-            x = torch.where(is_new, new, x)
-        if self.scale is not None:
-            x = x * self.scale.to(x.dtype)
-        return self.model.model(inputs_embeds=x, use_cache=False).last_hidden_state
-
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        old = self.out_old if self.out_old is not None else self.head.weight[: self.start]
-        out = torch.cat([h @ old.T, h @ self.new_out.to(old.dtype).T], dim=-1)
-        if self.softcap:
-            out = torch.tanh(out / self.softcap) * self.softcap
-        return out
-
-
-def roundtrip(rows: dict[str, np.ndarray], types: dict[str, int]) -> dict[str, np.ndarray]:
-    """Rows as they will be in the file: quantized to each tensor's type and back."""
-    out = {}
-    for name, x in rows.items():
-        qt = GGMLQuantizationType(types[name])
-        raw = np.frombuffer(_encode_rows(x, qt), dtype=np.uint8).reshape(len(x), -1)
-        if qt == GGMLQuantizationType.F32:
-            out[name] = raw.view(np.float32).copy()
-        elif qt == GGMLQuantizationType.F16:
-            out[name] = raw.view(np.float16).astype(np.float32)
-        else:
-            out[name] = dequantize(raw, qt).astype(np.float32).reshape(len(x), -1)
-    return out
-
-
-# -- agreement with llama.cpp ---------------------------------------------------------------------
-
-@torch.no_grad()
-def logits_agreement(path: str | Path, rm: RowModel, lines: list[str], n_ctx: int = 256) -> dict[str, Any]:
-    """Run the same token ids through llama.cpp (quantized weights) and the float model:
-    max |logit difference|, argmax agreement, and bits per byte by each on these lines."""
-    llm = load_llama(path, n_ctx=n_ctx, logits_all=True)
-    worst, agree, positions, new_positions = 0.0, 0, 0, 0
-    nats = [0.0, 0.0]
-    size = 0
-    try:
-        start = llm.token_bos() if llm.token_bos() >= 0 else llm.token_eos()
-        for line in lines:
-            ids = [start] + llm.tokenize(line.encode(), add_bos=False, special=False)
-            ids = ids[:n_ctx]
-            llm.reset()
-            llm.eval(ids)
-            a = torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
-            b = rm.logits(rm.hidden(torch.tensor([ids]))).float()[0]
-            worst = max(worst, float((a - b).abs().max()))
-            agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-            positions += len(ids)
-            new_positions += sum(i >= rm.start for i in ids)
-            tgt = torch.tensor(ids[1:])
-            for k, x in enumerate((a, b)):
-                nats[k] += float(F.cross_entropy(x[:-1].double(), tgt, reduction="sum"))
-            size += len(line.encode())
-    finally:
-        llm.close()
-    return {"lines": len(lines), "positions": positions, "positions_with_new_tokens": new_positions,
-            "max_abs_diff": worst, "argmax_agreement": agree / max(positions, 1),
-            "bpb_llama_cpp": nats[0] / math.log(2) / max(size, 1), "bpb_float": nats[1] / math.log(2) / max(size, 1)}
-
-
-# -- data -----------------------------------------------------------------------------------------
-
-def added_share(packer: Packer, lines: list[str], start: int, sample: int = 200) -> float:
-    """Share of the tokens of (a sample of) these lines that are added tokens."""
-    ids = [i for line in lines[:sample] for i in packer.tokens(line)]
-    return sum(i >= start for i in ids) / max(len(ids), 1)
-
-
-# --mix auto's share of sequences for the self-text: in the 1M-token bench run that drew it by its share of
-# added tokens (54%), the human text got half of the steps and dev Vietnamese fell behind the run without it
-# after 400k tokens; a quarter leaves the human text three quarters of the steps.
-SELF_TEXT_SHARE = 0.25
-
-
-def mix_weights(mix: str | list[float], shares: list[float], train_lines: list[int],
-                self_text: bool = False) -> list[float]:
-    """Each corpus' probability of being drawn for a training sequence (see refine.parse_mix);
-    `self_text`: the last corpus is the self-text, which `auto` draws for SELF_TEXT_SHARE of them
-    when it holds added tokens."""
-    if mix == "auto":
-        human = shares[:-1] if self_text else list(shares)
-        w = list(human) if sum(human) > 0 else [1.0] * len(human)
-        if self_text:  # (self-text without added tokens teaches nothing the others do not)
-            own = SELF_TEXT_SHARE if shares[-1] > 0 else 0.0
-            total = sum(w)
-            w = [x / total * (1 - own) for x in w] + [own]
-    elif mix == "lines":
-        w = [float(n) for n in train_lines]
-    else:
-        w = list(mix)
-    return [x / sum(w) for x in w]
-
-
-class Packer:
-    """Token sequences of seq_len+1 ids: BOS, then lines tokenized one by one by llama.cpp, each
-    followed by the newline token(s); a line cut at a sequence end goes on after BOS in the next."""
-
-    def __init__(self, path: str | Path, seq_len: int):
-        self.llm = load_llama(path, vocab_only=True)
-        self.bos = self.llm.token_bos() if self.llm.token_bos() >= 0 else self.llm.token_eos()
-        self.nl = self.llm.tokenize(b"\n", add_bos=False, special=False)
-        if not self.nl:
-            raise TrimError(f"{path}: the vocabulary cannot encode a newline")
-        self.seq_len = seq_len
-
-    def close(self) -> None:
-        self.llm.close()
-
-    def tokens(self, line: str) -> list[int]:
-        return self.llm.tokenize(line.encode(), add_bos=False, special=False) + self.nl
-
-    def sequences(self, lines: Iterator[str]) -> Iterator[list[int]]:
-        buf = [self.bos]
-        for line in lines:
-            buf.extend(self.tokens(line))
-            while len(buf) >= self.seq_len + 1:
-                yield buf[: self.seq_len + 1]
-                buf = [self.bos] + buf[self.seq_len + 1:]
-        if len(buf) > 1:
-            yield buf
-
-
-def _cycle(lines: list[str], seed: int) -> Iterator[str]:
-    rng = random.Random(seed)
-    order = list(lines)
-    while True:
-        yield from order
-        rng.shuffle(order)
-
-
-# -- the compound-or-first-piece choice ------------------------------------------------------------
-
-class Choices:
-    """Each added compound and the old token it competes with when the model writes it: the first
-    piece of its first word (" học" for " học sinh"), grouped by that piece.
-
-    Why: every old row is frozen, so after the model writes " học" it still predicts " sinh" as the
-    original model did. Next-token cross-entropy leaves part of the compound's probability on the
-    first piece (it cannot take it away from a frozen row), and greedy decoding then often writes
-    the compound piece by piece, in more tokens than the tokenizer would use. The choice loss is
-    the cross-entropy of the next token among its group only ({" học", " học sinh", " học tập",
-    ...}) at the positions whose target is in a group: the model's answer to "the text goes on
-    with ' học'; as which token?", whose optimum puts a compound above its piece exactly when the
-    compound is the likelier continuation."""
-
-    def __init__(self, first: dict[int, int], n_vocab: int):
-        groups: dict[int, list[int]] = {}
-        for c, a in sorted(first.items()):
-            groups.setdefault(a, [a]).append(c)
-        width = max((len(m) for m in groups.values()), default=1)
-        self.n_groups = len(groups)
-        self.row = torch.full((n_vocab,), -1, dtype=torch.long)
-        self.col = torch.zeros(n_vocab, dtype=torch.long)
-        self.members = torch.zeros((max(1, len(groups)), width), dtype=torch.long)
-        self.valid = torch.zeros((max(1, len(groups)), width), dtype=torch.bool)
-        for g, m in enumerate(groups.values()):
-            self.members[g, : len(m)] = torch.tensor(m)
-            self.valid[g, : len(m)] = True
-            self.row[m] = g
-            self.col[m] = torch.arange(len(m))
-
-    @classmethod
-    def for_added(cls, llm, added: AddedRows) -> Choices:
-        """Tokenize each compound's first word (with its leading space) on the extended file: a
-        single word holds no compound, so its first token is the piece the model would write."""
-        start = int(added.ids[0])
-        first = {}
-        for i, text in zip(added.ids, added.texts):
-            words = text.split()
-            if len(words) < 2:
-                continue
-            lead = text[: len(text) - len(text.lstrip())]
-            ids = llm.tokenize((lead + words[0]).encode(), add_bos=False, special=False)
-            if ids and ids[0] < start:
-                first[int(i)] = ids[0]
-        return cls(first, added.n_vocab)
-
-    def to(self, device: torch.device) -> Choices:
-        for name in ("row", "col", "members", "valid"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
-
-    def loss(self, logits: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        """Summed choice loss over the positions whose target is in a group, their count, and how
-        many of them the logits already choose right (argmax within the group)."""
-        safe = tgt.clamp(min=0)
-        g = torch.where(tgt >= 0, self.row[safe], torch.full_like(tgt, -1))
-        pos = (g >= 0).nonzero(as_tuple=True)[0]
-        if len(pos) == 0:
-            return logits.new_zeros(()), 0, 0
-        rows = g[pos]
-        z = logits[pos.unsqueeze(1), self.members[rows]].float()
-        z = z.masked_fill(~self.valid[rows], float("-inf"))
-        cols = self.col[safe[pos]]
-        nats = F.cross_entropy(z, cols, reduction="sum")
-        return nats, len(pos), int((z.argmax(-1) == cols).sum())
 
 
 # -- loss -----------------------------------------------------------------------------------------
@@ -603,7 +276,7 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
         steps = opts.steps or max(1, math.ceil(opts.tokens / (opts.batch * opts.seq_len)))
         opt = torch.optim.Adam(rm.trainable(), lr=opts.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, opts.warmup))
-        streams = [packer.sequences(_cycle(train, opts.seed + k)) for k, (train, _) in enumerate(split)]
+        streams = [packer.sequences(cycle_lines(train, opts.seed + k)) for k, (train, _) in enumerate(split)]
         draw = random.Random(opts.seed)
         bar = tqdm(total=steps, disable=not opts.progress, unit="step", dynamic_ncols=True)
         ema, t_train = None, time.perf_counter()

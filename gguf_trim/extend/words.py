@@ -10,20 +10,20 @@ back to the tensor's own type (K-quants through libggml's ggml_quantize_chunk).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf.constants import GGMLQuantizationType, GGUFValueType
-from gguf.quants import dequantize, quantize
+from gguf.constants import GGUFValueType
 
 from gguf_trim.errors import TrimError
-from gguf_trim.format.gguffile import GGUFFile, OutTensor, encode_field, write_gguf
-from gguf_trim.format.quant import K_QUANTS, ggml_quantize
+from gguf_trim.files import atomic_write, check_output
+from gguf_trim.format import keys
+from gguf_trim.format.gguffile import OutTensor, encode_field, write_gguf
+from gguf_trim.format.quant import encode_rows, rows_float
 from gguf_trim.format.shards import SPLIT_KEYS, open_model
-from gguf_trim.rewrite.writer import PROVENANCE_PREFIX, check_output, load_check, vocab_tensors
+from gguf_trim.rewrite.metadata import vocab_tensors
+from gguf_trim.runtime.loadcheck import load_check
 from gguf_trim.vocab.vocabulary import USER_DEFINED, Vocab
 
 MAX_PIECE_BYTES = 32  # llama-cpp-python's detokenize drops longer pieces
@@ -96,35 +96,12 @@ def choose_forms(words: list[str], top: int, corpus_text: str | None, vocab: Voc
     return [f for _, _, fs in ranked[:top] for f in fs], skipped
 
 
-def _rows_float(g: GGUFFile, name: str, n_vocab: int, ids: list[int]) -> np.ndarray:
-    t = g.tensor(name)
-    rows = g.tensor_rows_as(t, n_vocab)[ids]
-    qt = GGMLQuantizationType(t.ggml_type)
-    if qt == GGMLQuantizationType.F32:
-        return rows.view(np.float32).astype(np.float32)
-    if qt == GGMLQuantizationType.F16:
-        return rows.view(np.float16).astype(np.float32)
-    return dequantize(rows, qt).astype(np.float32).reshape(len(ids), -1)
-
-
-def _encode_rows(x: np.ndarray, ggml_type: int) -> bytes:
-    qt = GGMLQuantizationType(ggml_type)
-    if qt == GGMLQuantizationType.F32:
-        return x.astype(np.float32).tobytes()
-    if qt == GGMLQuantizationType.F16:
-        return x.astype(np.float16).tobytes()
-    if qt in K_QUANTS or qt not in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1, GGMLQuantizationType.Q5_0,
-                                    GGMLQuantizationType.Q5_1, GGMLQuantizationType.Q8_0, GGMLQuantizationType.BF16):
-        return ggml_quantize(x, qt).tobytes()
-    return quantize(x.astype(np.float32), qt).tobytes()
-
-
 def extend_file(model: str | Path, words_path: str | Path, output: str | Path, top: int = 2000,
                 corpus: str | Path | None = None, init: str = "mean", check: bool = True) -> ExtendResult:
     """Write `model` plus new USER_DEFINED tokens for the most useful compound forms."""
-    from gguf_trim.rewrite.verify import load_llama
+    from gguf_trim.runtime.llama import load_llama
 
-    out, folder = check_output(output, model)
+    out, _ = check_output(output, model)
     if init not in ("mean", "first", "weighted"):
         raise TrimError(f"unknown --init {init!r} (mean, first, weighted)")
     words = read_words(words_path)
@@ -152,7 +129,7 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
                 continue
             rows = []
             for ids in pieces:
-                vecs = _rows_float(g, t.name, n_old, ids)
+                vecs = rows_float(g, t.name, n_old, ids)
                 if init == "first" and t.name == "output.weight":
                     rows.append(vecs[0])
                 elif init == "weighted":  # later pieces carry more of the compound's meaning
@@ -160,7 +137,7 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
                     rows.append((vecs * w[:, None]).sum(0) / w.sum())
                 else:
                     rows.append(vecs.mean(0))
-            extra[t.name] = _encode_rows(np.stack(rows), t.ggml_type)
+            extra[t.name] = encode_rows(np.stack(rows), t.ggml_type)
         kv = []
         for name, f in g.fields.items():
             if name in SPLIT_KEYS:
@@ -176,8 +153,8 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
                 kv.append(encode_field(name, f.vtype, n_new))
             else:
                 kv.append(f.raw)
-        kv.append(encode_field(PROVENANCE_PREFIX + "extended_from_n_vocab", GGUFValueType.UINT32, n_old))
-        kv.append(encode_field(PROVENANCE_PREFIX + "extended_init", GGUFValueType.STRING, init))
+        kv.append(encode_field(keys.EXTENDED_FROM_N_VOCAB, GGUFValueType.UINT32, n_old))
+        kv.append(encode_field(keys.EXTENDED_INIT, GGUFValueType.STRING, init))
         def writer(t, add: bytes = b""):
             def write(fh) -> None:
                 fh.write(g.tensor_bytes(t))
@@ -192,17 +169,8 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
                                          writer(t, add)))
             else:
                 tensors.append(OutTensor(t.name, t.shape, t.ggml_type, t.nbytes, writer(t)))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write_gguf(fh, kv, tensors, g.alignment)
-            os.chmod(tmp, 0o644)
-            if check:
-                load_check(tmp, n_new)
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(out, check=(lambda tmp: load_check(tmp, n_new)) if check else None) as fh:
+            write_gguf(fh, kv, tensors, g.alignment)
     return ExtendResult(out, n_old, n_new, new, skipped)
 
 
@@ -211,7 +179,7 @@ def export_rows(model: str | Path, out_path: str | Path) -> int:
     embeddings-only finetune elsewhere; returns how many."""
     with open_model(model) as g:
         v = Vocab.from_gguf(g)
-        start = g.get(PROVENANCE_PREFIX + "extended_from_n_vocab")
+        start = g.get(keys.EXTENDED_FROM_N_VOCAB)
         if start is None:
             raise TrimError(f"{model}: not extended by gguf-trim (no gguf_trim.extended_from_n_vocab)")
         ids = list(range(int(start), v.n))
@@ -219,7 +187,7 @@ def export_rows(model: str | Path, out_path: str | Path) -> int:
                   "texts": np.asarray([v.tokens[i].decode() for i in ids])}
         for t in vocab_tensors(g, v.n):
             if len(t.shape) >= 2:
-                arrays[t.name.replace(".", "_")] = _rows_float(g, t.name, v.n, ids)
+                arrays[t.name.replace(".", "_")] = rows_float(g, t.name, v.n, ids)
     np.savez(out_path, **arrays)
     return len(ids)
 
@@ -244,7 +212,7 @@ def tokenization_report(model: str | Path, lines: list[str]) -> dict:
     """Tokens, tokens per syllable, exact round trips and tokenize throughput on the lines."""
     import time
 
-    from gguf_trim.rewrite.verify import load_llama
+    from gguf_trim.runtime.llama import load_llama
 
     llm = load_llama(model, vocab_only=True)
     try:

@@ -9,8 +9,6 @@ kept ids (on CPU exactly: every output row is the same dot product over the same
 from __future__ import annotations
 
 import itertools
-import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,102 +16,23 @@ from typing import Any
 import numpy as np
 
 from gguf_trim.errors import TrimError
+from gguf_trim.format import keys
 from gguf_trim.format.shards import model_size, open_model
+from gguf_trim.runtime.llama import check_loads, load_llama, tokenize
 from gguf_trim.vocab.vocabulary import Vocab
 
 
 def kept_ids_of(trimmed: str | Path, original_n_vocab: int | None = None) -> np.ndarray:
     """Original id of every token of a trimmed file, from its provenance metadata."""
     with open_model(trimmed) as g:
-        kept = g.get("gguf_trim.kept_ids")
-        src_n = g.get("gguf_trim.source_n_vocab")
+        kept = g.get(keys.KEPT_IDS)
+        src_n = g.get(keys.SOURCE_N_VOCAB)
     if not isinstance(kept, np.ndarray):
         raise TrimError(f"{trimmed}: no gguf_trim.kept_ids: not a file written by gguf-trim")
     if original_n_vocab is not None and src_n != original_n_vocab:
         raise TrimError(f"{trimmed} was trimmed from a {src_n}-token vocabulary, but the original given has "
                         f"{original_n_vocab} tokens")
     return kept.astype(np.int64)
-
-
-_LOG_CALLBACK = None
-
-
-def quiet_llama() -> None:
-    """Let through only llama.cpp's errors (its info/warning chatter ignores verbose=False)."""
-    global _LOG_CALLBACK
-    if _LOG_CALLBACK is not None:
-        return
-    import ctypes
-
-    import llama_cpp
-
-    last = [0]
-
-    @llama_cpp.llama_log_callback
-    def _cb(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line)
-        if level != 5:
-            last[0] = level
-        if last[0] == 4:
-            sys.stderr.write(text.decode("utf-8", "replace"))
-
-    _LOG_CALLBACK = _cb  # keep a reference: ctypes callbacks must outlive their use
-    llama_cpp.llama_log_set(_cb, ctypes.c_void_p(0))
-
-
-_LOADS: set[tuple[str, int, int]] = set()  # files (path, size, mtime) a child process has loaded
-
-
-def check_loads(*paths: str | Path) -> None:
-    """Load each file's vocabulary in a child process first (in parallel, once per file version):
-    llama.cpp aborts the whole process on some invalid vocabularies (duplicate token texts, ...),
-    and this one must end with a clear error instead. Missing files are left to the caller."""
-    from gguf_trim.rewrite.writer import _finish_load_check, _spawn_load_check
-
-    todo = {}
-    for path in paths:
-        if not Path(path).is_file():
-            continue
-        with open_model(path) as m:  # our validating parser first (every shard): clean errors for corrupt files
-            path = m.path  # llama.cpp loads a split model from its first shard
-        st = os.stat(path)
-        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-        if key not in _LOADS and key not in todo:
-            todo[key] = path
-    procs = [(key, path, _spawn_load_check(path)) for key, path in todo.items()]
-    try:
-        for key, path, proc in procs:
-            _finish_load_check(proc, None, what=str(path))
-            _LOADS.add(key)
-    finally:
-        for _, _, proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-
-
-def load_llama(path: str | Path, vocab_only: bool = False, n_ctx: int = 512, logits_all: bool = False,
-               n_threads: int | None = None, n_gpu_layers: int = 0, flash_attn: bool = False):
-    """A llama_cpp.Llama, with llama.cpp's load errors turned into one-line TrimErrors (and its
-    aborts kept in a child process: `check_loads`)."""
-    from llama_cpp import Llama
-
-    quiet_llama()
-    if not Path(path).is_file():
-        raise TrimError(f"{path}: no such file")
-    with open_model(path) as m:
-        path = m.path  # llama.cpp loads a split model from its first shard
-    check_loads(path)  # parses every shard, then llama.cpp in a child: its aborts stay there
-    try:
-        return Llama(str(path), vocab_only=vocab_only, n_ctx=n_ctx, logits_all=logits_all,
-                     n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers, flash_attn=flash_attn,
-                     verbose=False)
-    except (ValueError, RuntimeError) as e:
-        raise TrimError(f"{path}: llama.cpp cannot load it: {e}") from None
-
-
-def tokenize(llm, text: str, add_bos: bool = False) -> list[int]:
-    return llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
 
 
 def read_lines(path: str | Path) -> list[str]:
@@ -255,19 +174,20 @@ def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = 
         orig.close()
         trim.close()
     if bpb_lines:
-        samples = [_spread(lines, bpb_lines) for lines in per_file]
+        samples = [spread_lines(lines, bpb_lines) for lines in per_file]
         for f, a, b in zip(report["files"], line_bits_per_file(original, samples),
                            line_bits_per_file(trimmed, samples)):
             f.update(bpb_summary(a, b))
     report["logits_max_abs_diff"] = None
     if logits:
-        sample = _spread(all_lines, logits) if all_lines else ["Hello world.", "Xin chào thế giới."][:logits]
+        sample = spread_lines(all_lines, logits) if all_lines else ["Hello world.", "Xin chào thế giới."][:logits]
         report.update(logits_diff(original, trimmed, kept, sample))
     return report
 
 
-def _spread(lines: list[str], n: int) -> list[str]:
-    """n lines spread evenly over the list (both languages when files are concatenated)."""
+def spread_lines(lines: list[str], n: int) -> list[str]:
+    """n lines spread evenly over the list (both languages when files are concatenated): the
+    samples of bits-per-byte and logits comparisons."""
     if n >= len(lines):
         return lines
     idx = np.linspace(0, len(lines) - 1, n).round().astype(int)

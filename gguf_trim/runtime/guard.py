@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gguf_trim.format.shards import open_model
-from gguf_trim.vocab.charset import _ALLOWED, _any_allowed, _seq_len, _tail_range
+from gguf_trim.vocab.charset import ALLOWED, any_allowed, tail_range, utf8_len
 from gguf_trim.vocab.vocabulary import BYTE, CONTROL, NORMAL, USER_DEFINED, Vocab
 
 
@@ -38,11 +38,11 @@ def fresh_ok(data: bytes) -> tuple[bool, bytes]:
         if e.reason != "unexpected end of data" or e.end != len(data):
             return False, b""
         text, tail = data[:e.start].decode("utf-8"), data[e.start:]
-    if not all(_ALLOWED[ord(c)] for c in text):
+    if not all(ALLOWED[ord(c)] for c in text):
         return False, b""
     if tail:
-        r = _tail_range(tail)
-        if r is None or not _any_allowed(*r):
+        r = tail_range(tail)
+        if r is None or not any_allowed(*r):
             return False, b""
     return True, tail
 
@@ -55,7 +55,7 @@ def continue_ok(pending: bytes, piece: bytes) -> tuple[bool, bytes]:
         if head:
             return False, b""  # a continuation byte with nothing to continue
         return fresh_ok(piece)
-    need = _seq_len(pending[0])
+    need = utf8_len(pending[0])
     head, rest = split_head(piece)
     joined = pending + head
     if len(joined) > need or not head:
@@ -63,13 +63,13 @@ def continue_ok(pending: bytes, piece: bytes) -> tuple[bool, bytes]:
     if len(joined) < need:
         if rest:
             return False, b""
-        r = _tail_range(joined)
-        return (r is not None and _any_allowed(*r)), joined
+        r = tail_range(joined)
+        return (r is not None and any_allowed(*r)), joined
     try:
         cp = ord(joined.decode("utf-8"))
     except UnicodeDecodeError:
         return False, b""
-    if not _ALLOWED[cp]:
+    if not ALLOWED[cp]:
         return False, b""
     return fresh_ok(rest)
 
@@ -81,7 +81,7 @@ def pending_of(data: bytes) -> bytes:
         if b < 0x80:
             return b""
         if b >= 0xC0:
-            n = _seq_len(b)
+            n = utf8_len(b)
             return data[-back:] if n > back else b""
     return b""
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from gguf_trim.errors import TrimError
-from gguf_trim.rewrite.writer import PAD_MODULUS  # the rewrite keeps n_vocab congruent to the original modulo this
+from gguf_trim.rewrite.padding import PAD_MODULUS  # the rewrite keeps n_vocab congruent to the original modulo this
 from gguf_trim.selection.selection import Selection, select_lossless
 from gguf_trim.vocab.vocabulary import SPECIAL_TYPES, Vocab
 
@@ -101,8 +101,8 @@ def word_forms(langs: tuple[str, ...], capitals: bool = True,
 def _tokenize_forms(vocab: Vocab, model_path: str | Path, forms: list[str]) -> list[list[int]]:
     """Token ids of many short texts: through the `tokenizers` equivalent when it agrees with
     llama.cpp on a sample of them, else through llama.cpp (exact, slower)."""
-    from gguf_trim.rewrite.verify import load_llama
-    from gguf_trim.selection.count import text_tokenizer
+    from gguf_trim.runtime.llama import load_llama
+    from gguf_trim.vocab.tokenizer import text_tokenizer
 
     tok = text_tokenizer(vocab)
     llm = load_llama(model_path, vocab_only=True)
@@ -124,7 +124,9 @@ def word_evidence(vocab: Vocab, model_path: str | Path, langs: tuple[str, ...],
     Latin-script languages' common word forms per token); cached per tokenizer and languages."""
     from importlib.metadata import version
 
-    from gguf_trim.selection.count import cache_dir, id_counts, save_cache, tokenizer_key
+    from gguf_trim.files import cache_dir, save_cache
+    from gguf_trim.selection.count import id_counts
+    from gguf_trim.vocab.tokenizer import tokenizer_key
 
     others = tuple(x for x in LATIN_LANGS if x not in langs)
     path = cache_dir() / (f"words-{tokenizer_key(vocab)[:20]}-{'.'.join(langs)}-"

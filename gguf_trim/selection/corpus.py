@@ -4,6 +4,7 @@ Everything is streamed (corpora can be far larger than memory) and every problem
 a one-line `TrimError` naming the file (and line), because the CLI shows such errors as they are.
 `Corpus.sha256` identifies the text for the token-count cache: it hashes the raw bytes of the inputs,
 in order, plus the options that change what is read, so renaming or moving a file keeps the cache.
+Record fields are looked up by selection/fields.py, hf: inputs read by selection/hf.py.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gguf_trim.errors import TrimError
+from gguf_trim.errors import TrimError, one_line
+from gguf_trim.files import file_sha256
+from gguf_trim.selection.fields import DEFAULT_FIELD, MISSING, column_segments, lookup, texts, top_column
+from gguf_trim.selection.hf import HFInput, hf_segments, open_hf
 
-DEFAULT_FIELD = "text"
 # Lower-case suffix -> reader; each of these except Parquet may also be gzipped (name + ".gz").
 KINDS = {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".parquet": "parquet"}
 SUPPORTED = ".txt, .jsonl, .json, .tsv, .parquet (and .txt/.jsonl/.json/.tsv with .gz)"
@@ -28,23 +31,12 @@ HASH_VERSION = b"gguf-trim corpus v1\n"
 BATCH_ROWS = 4096
 CHUNK = 1 << 20
 
-_MISSING = object()
-
 
 @dataclass(frozen=True)
 class _File:
     path: Path
     kind: str  # txt, jsonl, tsv, parquet
     gz: bool
-
-
-@dataclass
-class _HF:
-    spec: str  # as given, for messages
-    name: str
-    split: str
-    field: str
-    dataset: Any  # datasets.Dataset
 
 
 def _kind_of(path: Path) -> tuple[str, bool] | None:
@@ -61,17 +53,10 @@ def _kind_of(path: Path) -> tuple[str, bool] | None:
     return None
 
 
-def _one_line(e: BaseException) -> str:
-    """An exception as a short single line, for wrapping library errors into TrimError."""
-    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-    text = " ".join(text.split()) or type(e).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 class Corpus:
     """Text inputs opened by `open_corpus`: streams segments, and identifies the content for caching."""
 
-    def __init__(self, sources: list[str], items: list[_File | _HF], field: str, columns: tuple[int, ...] | None):
+    def __init__(self, sources: list[str], items: list[_File | HFInput], field: str, columns: tuple[int, ...] | None):
         self.sources = sources
         self._items = items
         self._field = field
@@ -83,8 +68,8 @@ class Corpus:
     def segments(self) -> Iterator[str]:
         """Every non-empty text segment of every input, in order, read lazily."""
         for item in self._items:
-            if isinstance(item, _HF):
-                yield from _hf_segments(item)
+            if isinstance(item, HFInput):
+                yield from hf_segments(item)
             elif item.kind == "txt":
                 yield from _txt_segments(item)
             elif item.kind == "jsonl":
@@ -112,7 +97,7 @@ class Corpus:
         """Identity of the text for caching: raw bytes and reading options of each input, in order, not names."""
         h = hashlib.sha256(HASH_VERSION)
         for item in self._items:
-            if isinstance(item, _HF):
+            if isinstance(item, HFInput):
                 parts = ["hf", item.name, item.split, item.field, str(item.dataset._fingerprint)]
             else:
                 option = {"txt": "", "tsv": _columns_text(self._columns)}.get(item.kind, f"field={self._field}")
@@ -126,12 +111,12 @@ class Corpus:
         """Sum of the input file sizes (compressed size for .gz), for a progress bar; None with an hf: input."""
         total = 0
         for item in self._items:
-            if isinstance(item, _HF):
+            if isinstance(item, HFInput):
                 return None
             try:
                 total += item.path.stat().st_size
             except OSError as e:
-                raise TrimError(f"{item.path}: cannot read ({_one_line(e)})") from e
+                raise TrimError(f"{item.path}: cannot read ({one_line(e)})") from e
         return total
 
 
@@ -157,10 +142,10 @@ def open_corpus(paths: Sequence[str], field: str | None = None, columns: Sequenc
         bad = [c for c in cols if isinstance(c, bool) or not isinstance(c, int) or c < 0]
         if bad:
             raise TrimError(f"TSV columns must be 0-based indices >= 0, got {bad[0]!r}")
-    items: list[_File | _HF] = []
+    items: list[_File | HFInput] = []
     for src in sources:
         if src.startswith("hf:"):
-            items.append(_open_hf(src, field))
+            items.append(open_hf(src, field))
             continue
         path = Path(src)
         if path.is_dir():
@@ -196,23 +181,11 @@ def _walk(root: Path) -> list[_File]:
 
 
 def _walk_error(e: OSError) -> None:
-    raise TrimError(f"{e.filename}: cannot list directory ({_one_line(e)})") from e
+    raise TrimError(f"{e.filename}: cannot list directory ({one_line(e)})") from e
 
 
 def _columns_text(columns: tuple[int, ...] | None) -> str:
     return "columns=all" if columns is None else "columns=" + ",".join(map(str, columns))
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's raw bytes, streamed."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-    except OSError as e:
-        raise TrimError(f"{path}: cannot read ({_one_line(e)})") from e
-    return h.hexdigest()
 
 
 # ---- line-based formats ----------------------------------------------------------------------------
@@ -223,7 +196,7 @@ def _lines(item: _File) -> Iterator[tuple[int, str]]:
     try:
         raw = open(path, "rb")
     except OSError as e:
-        raise TrimError(f"{path}: cannot read ({_one_line(e)})") from e
+        raise TrimError(f"{path}: cannot read ({one_line(e)})") from e
     with raw:
         stream = gzip.GzipFile(fileobj=raw, mode="rb") if item.gz else raw
         it = iter(stream)
@@ -234,9 +207,9 @@ def _lines(item: _File) -> Iterator[tuple[int, str]]:
             except StopIteration:
                 return
             except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-                raise TrimError(f"{path}: bad gzip data ({_one_line(e)})") from e
+                raise TrimError(f"{path}: bad gzip data ({one_line(e)})") from e
             except OSError as e:
-                raise TrimError(f"{path}: cannot read ({_one_line(e)})") from e
+                raise TrimError(f"{path}: cannot read ({one_line(e)})") from e
             n += 1
             try:
                 text = data.decode("utf-8")
@@ -254,7 +227,7 @@ def _txt_blocks(item: _File, size: int) -> Iterator[str]:
     try:
         raw = open(path, "rb")
     except OSError as e:
-        raise TrimError(f"{path}: cannot read ({_one_line(e)})") from e
+        raise TrimError(f"{path}: cannot read ({one_line(e)})") from e
     line_no = 0  # lines before the current block, for error messages
     with raw:
         stream = gzip.GzipFile(fileobj=raw, mode="rb") if item.gz else raw
@@ -264,9 +237,9 @@ def _txt_blocks(item: _File, size: int) -> Iterator[str]:
             try:
                 data = stream.read(size)
             except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-                raise TrimError(f"{path}: bad gzip data ({_one_line(e)})") from e
+                raise TrimError(f"{path}: bad gzip data ({one_line(e)})") from e
             except OSError as e:
-                raise TrimError(f"{path}: cannot read ({_one_line(e)})") from e
+                raise TrimError(f"{path}: cannot read ({one_line(e)})") from e
             buf = rest + data
             if data:
                 cut = buf.rfind(b"\n") + 1
@@ -341,82 +314,14 @@ def _jsonl_segments(item: _File, field: str) -> Iterator[str]:
         records += 1
         if records == 1 and isinstance(record, dict):
             first_keys = list(record)
-        value = _lookup(record, field, lambda n=n: f"{path}:{n}")
-        if value is _MISSING:
+        value = lookup(record, field, lambda n=n: f"{path}:{n}")
+        if value is MISSING:
             continue
         found += 1
-        yield from _texts(value, field, lambda n=n: f"{path}:{n}")
+        yield from texts(value, field, lambda n=n: f"{path}:{n}")
     if records and not found:
         keys = ", ".join(first_keys[:20]) or "none"
         raise TrimError(f"{path}: no line has the field '{field}' (keys of the first record: {keys})")
-
-
-# ---- values of records -----------------------------------------------------------------------------
-
-def _lookup(record: Any, field: str, where: Callable[[], str]) -> Any:
-    """The value at a dotted field path (a key that itself holds the dots wins); _MISSING when absent."""
-    if isinstance(record, dict) and field in record:
-        return record[field]
-    parts = field.split(".")
-    cur = record
-    for i, part in enumerate(parts):
-        if i == 0 and not isinstance(cur, dict):
-            raise TrimError(f"{where()}: expected a JSON object, got {_type_name(cur)}")
-        if cur is None:
-            return None
-        if not isinstance(cur, dict):
-            raise TrimError(f"{where()}: '{'.'.join(parts[:i])}' is {_type_name(cur)}, cannot look up '{part}'")
-        if part not in cur:
-            return _MISSING
-        cur = cur[part]
-    return cur
-
-
-def _texts(value: Any, field: str, where: Callable[[], str]) -> Iterator[str]:
-    """A field's segments: a string, or each string of a list; None means no text."""
-    if isinstance(value, str):
-        if value.strip():
-            yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            if isinstance(v, str):
-                if v.strip():
-                    yield v
-            elif v is not None:
-                what = _type_name(v)
-                raise TrimError(f"{where()}: field '{field}' holds a list item that is {what}, expected strings")
-    elif value is not None:
-        raise TrimError(f"{where()}: field '{field}' is {_type_name(value)}, expected a string or a list of strings")
-
-
-def _type_name(value: Any) -> str:
-    names = {type(None): "null", dict: "an object", list: "a list", tuple: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", bytes: "bytes"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _top_column(field: str, names: Sequence[str], where: str) -> str:
-    """The table column a (dotted) field lives in; an error listing the columns when there is none."""
-    if field in names:
-        return field
-    top = field.split(".")[0]
-    if top not in names:
-        raise TrimError(f"{where}: no column '{top}' (available: {', '.join(names) or 'none'})")
-    return top
-
-
-def _rows(values: Iterator[Any], top: str, field: str, label: str) -> Iterator[str]:
-    """Segments from a stream of one column's values; an error when a nested field is in no row."""
-    rows = found = 0
-    for value in values:
-        rows += 1
-        value = _lookup({top: value}, field, lambda r=rows: f"{label}: row {r}")
-        if value is _MISSING:
-            continue
-        found += 1
-        yield from _texts(value, field, lambda r=rows: f"{label}: row {r}")
-    if rows and not found:
-        raise TrimError(f"{label}: no row has the field '{field}'")
 
 
 # ---- parquet ---------------------------------------------------------------------------------------
@@ -428,8 +333,8 @@ def _parquet_column(path: Path, field: str) -> str:
     try:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError) as e:
-        raise TrimError(f"{path}: cannot read Parquet ({_one_line(e)})") from e
-    return _top_column(field, names, str(path))
+        raise TrimError(f"{path}: cannot read Parquet ({one_line(e)})") from e
+    return top_column(field, names, str(path))
 
 
 def _parquet_segments(item: _File, field: str) -> Iterator[str]:
@@ -446,69 +351,6 @@ def _parquet_segments(item: _File, field: str) -> Iterator[str]:
                 for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=[top]):
                     yield from batch.column(0).to_pylist()
         except (pa.ArrowException, OSError) as e:
-            raise TrimError(f"{path}: cannot read Parquet ({_one_line(e)})") from e
+            raise TrimError(f"{path}: cannot read Parquet ({one_line(e)})") from e
 
-    yield from _rows(values(), top, field, str(path))
-
-
-# ---- Hugging Face datasets -------------------------------------------------------------------------
-
-def _import_datasets() -> Any:
-    """The `datasets` module, imported only for hf: inputs; offline unless the user says otherwise."""
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    try:
-        import datasets
-    except ImportError as e:
-        raise TrimError(f"hf: corpora need the 'datasets' package (pip install datasets): {_one_line(e)}") from e
-    return datasets
-
-
-def _is_saved_dataset(folder: Path) -> bool:
-    """Whether a folder was written by Dataset.save_to_disk / DatasetDict.save_to_disk."""
-    if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
-        return True
-    return (folder / "dataset_info.json").is_file() and any(folder.glob("*.arrow"))
-
-
-def _open_hf(spec: str, field_option: str | None) -> _HF:
-    """Load `hf:NAME[:split][:field]` and check its field; the field part wins over the --field option."""
-    parts = spec[3:].split(":")
-    if len(parts) > 3 or not parts[0]:
-        raise TrimError(f"{spec}: bad hf: input (expected hf:NAME[:split][:field])")
-    name = parts[0]
-    split = (parts[1] if len(parts) > 1 else "") or "train"
-    field = (parts[2] if len(parts) > 2 else "") or field_option or DEFAULT_FIELD
-    datasets = _import_datasets()
-    folder = Path(name)
-    try:
-        if folder.is_dir() and _is_saved_dataset(folder):
-            ds = datasets.load_from_disk(str(folder))
-            if isinstance(ds, datasets.DatasetDict):
-                if split not in ds:
-                    raise TrimError(f"{spec}: no split '{split}' (available: {', '.join(ds)})")
-                ds = ds[split]
-            elif len(parts) > 1 and parts[1] and ds.split is not None and str(ds.split) != split:
-                raise TrimError(f"{spec}: the saved dataset is the '{ds.split}' split, not '{split}'")
-        else:
-            ds = datasets.load_dataset(name, split=split)
-    except TrimError:
-        raise
-    except Exception as e:  # datasets raises many types (ValueError, FileNotFoundError, ConnectionError, ...)
-        raise TrimError(f"{spec}: cannot load dataset ({type(e).__name__}: {_one_line(e)})") from e
-    if not isinstance(ds, datasets.Dataset):
-        raise TrimError(f"{spec}: expected a dataset split, got {type(ds).__name__}")
-    _top_column(field, ds.column_names, spec)
-    return _HF(spec, name, split, field, ds)
-
-
-def _hf_segments(item: _HF) -> Iterator[str]:
-    top = _top_column(item.field, item.dataset.column_names, item.spec)
-
-    def values() -> Iterator[Any]:
-        try:
-            for batch in item.dataset.select_columns([top]).iter(batch_size=BATCH_ROWS):
-                yield from batch[top]
-        except Exception as e:  # arrow cache files gone, decoding errors, ...
-            raise TrimError(f"{item.spec}: cannot read dataset ({type(e).__name__}: {_one_line(e)})") from e
-
-    yield from _rows(values(), top, item.field, item.spec)
+    yield from column_segments(values(), top, field, str(path))

@@ -7,13 +7,12 @@ tokenizer can never be applied to another (ids would silently point at other tok
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from gguf_trim.errors import TrimError
+from gguf_trim.files import atomic_write
 from gguf_trim.selection.selection import Selection, close, judge_vocab, required_ids
 from gguf_trim.vocab.vocabulary import Vocab
 
@@ -27,20 +26,13 @@ def write_plan(path: str | Path, sel: Selection, source: str = "") -> None:
               "profile": sel.profile, "n_kept": sel.n_kept, "closure_added": len(sel.closure_added),
               "kept_by_reason": sel.summary(), **({"selection": sel.info} if sel.info else {})}
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(header, ensure_ascii=False) + "\n")
-            for new_id, i in enumerate(sel.kept_ids.tolist()):
-                f.write(json.dumps({"new_id": new_id, "id": i, "text": vocab.display(i),
-                                    "token": vocab.stored_text(i), "why": sel.why.get(i, "plan"),
-                                    **sel.detail.get(i, {})},
-                                   ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(header, ensure_ascii=False) + "\n")
+        for new_id, i in enumerate(sel.kept_ids.tolist()):
+            f.write(json.dumps({"new_id": new_id, "id": i, "text": vocab.display(i),
+                                "token": vocab.stored_text(i), "why": sel.why.get(i, "plan"),
+                                **sel.detail.get(i, {})},
+                               ensure_ascii=False) + "\n")
 
 
 def read_plan(path: str | Path, vocab: Vocab) -> Selection:

@@ -11,7 +11,6 @@ a token need their derivation replayed.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from gguf_trim.errors import TrimError
 from gguf_trim.vocab.charset import check_langs, judge_bytes
+from gguf_trim.vocab.tokenizer import literal_regex
 from gguf_trim.vocab.vocabulary import BYTE, SPECIAL_TYPES, UNUSED, Vocab
 
 REASONS = ("special", "special-id", "byte", "script", "corpus", "words", "prior", "needed", "keep-list", "closure",
@@ -155,29 +155,6 @@ def judge_vocab(vocab: Vocab) -> tuple[np.ndarray, list[str]]:
         allowed[i] = ok
         labels.append(label)
     return allowed, labels
-
-
-def literal_regex(words: list[str]) -> re.Pattern:
-    """A fast "contains any of these" pattern: words holding another word are dropped, and the
-    rest is factored into a trie, which the stdlib engine scans at hundreds of MB/s."""
-    words = sorted(set(w for w in words if w))
-    if len(words) <= 2000:  # quadratic, and only worth it for small sets
-        words = [w for w in words if not any(o != w and o in w for o in words)]
-    trie: dict = {}
-    for w in words:
-        d = trie
-        for ch in w:
-            d = d.setdefault(ch, {})
-        d[""] = {}
-
-    def emit(d: dict) -> str:
-        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(d.items()) if ch]
-        if not alts:
-            return ""
-        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        return f"(?:{body})?" if "" in d else body
-
-    return re.compile(emit(trie))
 
 
 def close(sel: Selection, refuse: set[int] = frozenset(), refuse_reason: str = "") -> None:

@@ -14,15 +14,14 @@ until a job asks for it.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from gguf_trim.errors import TrimError
-from gguf_trim.selection.corpus import file_sha256
+from gguf_trim.errors import InternalError, TrimError
+from gguf_trim.files import atomic_write, file_sha256
 from gguf_trim.translate.jobs import (
     OutputJob,
     check_state,
@@ -34,6 +33,7 @@ from gguf_trim.translate.jobs import (
     state_path,
     write_state,
 )
+from gguf_trim.translate.options import N_CTX_FILE, TranslatorOptions
 
 PARTS_SUFFIX = ".gguf-trim-parts"
 
@@ -111,23 +111,26 @@ def translate_shard(model: str, model_size: int, options: dict[str, Any], segmen
         tr.close()
 
 
-def _worker_error(ray, e: Exception) -> TrimError:
+def _worker_error(ray, e: Exception) -> TrimError | InternalError:
+    """A worker's TrimError (e.g. the model missing on its node) is the user's to fix; anything else
+    that killed it is an internal failure."""
     cause = getattr(e, "cause", None)
     if isinstance(cause, TrimError):
         return TrimError(f"Ray worker: {cause}")
     text = str(cause or e).strip().splitlines()
-    return TrimError(f"a Ray worker failed ({type(cause or e).__name__}: {text[-1] if text else ''}); the finished "
+    return InternalError(f"a Ray worker failed ({type(cause or e).__name__}: {text[-1] if text else ''}); the finished "
                      "segments are saved: continue with --resume")
 
 
-def translate_file_ray(model: str, in_path: str, out_path: str, dst: str, src: str, options: dict[str, Any],
+def translate_file_ray(model: str, in_path: str, out_path: str, dst: str, src: str,
+                       options: TranslatorOptions | dict[str, Any],
                        address: str = "auto", shards: int | None = None, field: str = "text", column: int = 0,
                        parallel: int | None = None, resume: bool = False, progress: bool | None = None) -> int:
     """Translate the file `in_path` into `out_path` over a Ray cluster; returns the segments done.
 
-    `options` are Translator's (n_ctx, threads, n_gpu_layers, temperature, seed, guard, prompt,
-    style, reask); each worker task reserves `threads` CPUs (default 1) and one GPU when
-    n_gpu_layers > 0. `shards` defaults to what the cluster runs at once, and a resumed job keeps
+    `options`: a TranslatorOptions, or Translator's keyword arguments (n_ctx, threads, n_gpu_layers,
+    temperature, seed, guard, prompt, style, reask); each worker task reserves `threads` CPUs (default 1)
+    and one GPU when n_gpu_layers > 0. `shards` defaults to what the cluster runs at once, and a resumed job keeps
     the shard count it started with."""
     from gguf_trim.translate.translator import PromptStyle, resolve_prompt_guard
 
@@ -135,7 +138,9 @@ def translate_file_ray(model: str, in_path: str, out_path: str, dst: str, src: s
     out, state, parts = Path(out_path), state_path(out_path), parts_dir(out_path)
     if out.resolve() == Path(in_path).resolve():
         raise TrimError(f"{out_path}: the output would overwrite the input")
-    options = {"n_ctx": 4096, "threads": None, "n_gpu_layers": 0, "temperature": 0.0, "seed": None,
+    if isinstance(options, TranslatorOptions):
+        options = options.translator_kwargs(N_CTX_FILE)
+    options = {"n_ctx": N_CTX_FILE, "threads": None, "n_gpu_layers": 0, "temperature": 0.0, "seed": None,
                "style": PromptStyle(), "reask": False, **options}
     options["prompt"], options["guard"] = resolve_prompt_guard(model, options.get("prompt", "auto"),
                                                                options.get("guard"))
@@ -236,7 +241,7 @@ def _run(ray, model: tuple[str, int], options: dict[str, Any], segments: list[st
                     job.close()
                     a, b = ranges[k]
                     if job.done != b - a:
-                        raise TrimError(f"shard {k + 1} ended after {job.done} of {b - a} segments; continue with "
+                        raise InternalError(f"shard {k + 1} ended after {job.done} of {b - a} segments; continue with "
                                         "--resume") from None
                     continue
                 except ray.exceptions.RayError as e:
@@ -261,14 +266,7 @@ def _run(ray, model: tuple[str, int], options: dict[str, Any], segments: list[st
 
 def _merge(out: Path, parts: Path, ranges: list[tuple[int, int]]) -> None:
     """Concatenate the complete parts, in order, into `out` (temp file + rename)."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            for k in range(len(ranges)):
-                with open(parts / _part_name(k, len(ranges)), "rb") as part:
-                    shutil.copyfileobj(part, f, 1 << 20)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(out, fsync=True) as f:
+        for k in range(len(ranges)):
+            with open(parts / _part_name(k, len(ranges)), "rb") as part:
+                shutil.copyfileobj(part, f, 1 << 20)

@@ -1,21 +1,19 @@
-"""Translation files in and out, and side-by-side evaluation (chrF/BLEU with sacrebleu,
-characters outside English/Vietnamese, tokens per second)."""
+"""Translation files in and out: segments read from .txt/.jsonl/.tsv and written back in the same shape,
+as resumable jobs (`OutputJob`: each segment appended as it is done, a sidecar recording input and
+settings), and `translate_file`, which runs a Translator over a file through one."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
+import sys
 import time
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import asdict, is_dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gguf_trim.errors import TrimError
-from gguf_trim.selection.corpus import file_sha256
-from gguf_trim.translate.translator import Translation, Translator, foreign_chars
+from gguf_trim.files import atomic_write, file_sha256
 
 
 def read_segments(path: str | Path, field: str = "text", column: int = 0) -> tuple[list[str], list[Any]]:
@@ -105,9 +103,8 @@ def job_state(in_path: str | Path, settings: dict[str, Any], segments: int,
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
     """Write a sidecar atomically (temp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(state, ensure_ascii=False, indent=1) + "\n")
 
 
 def read_state(path: Path, what: str) -> dict[str, Any]:
@@ -216,91 +213,47 @@ class OutputJob:
             self.state.unlink(missing_ok=True)
 
 
-def read_pairs(path: str | Path, n: int | None = None) -> list[tuple[str, str]]:
-    """English<TAB>Vietnamese[<TAB>...] pairs; the first n, spread over the file when n is smaller."""
+def translate_file(tr: Any, in_path: str | Path, out_path: str | Path | None, dst: str, src: str = "auto",
+                   field: str = "text", column: int = 0, parallel: int | None = None, resume: bool = False,
+                   keep: bool = False, progress: bool | None = None,
+                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[Any]:
+    """Batched translation of a file by the Translator `tr`, each finished segment appended to `out_path`
+    in order (an OutputJob: `resume` continues an interrupted one). Returns the Translations when `keep`
+    (else []). An interrupt or a full disk leaves the finished segments saved and says how to go on."""
+    from tqdm import tqdm
+
+    segments, records = read_segments(in_path, field, column)
+    job = None
+    if out_path:
+        opts = {"prompt": tr.prompt, "guard": tr.guard, "temperature": tr.temperature, "seed": tr.seed,
+                "n_ctx": tr.n_ctx, "style": tr.style, "reask": tr.reask}
+        job = OutputJob(out_path, in_path, job_settings(tr.model, opts, dst, src, field, column, in_path), records,
+                        resume=resume)
+    start = job.done if job else 0
+    outs = []
+    bar = tqdm(total=len(segments), initial=start, unit="seg",
+               disable=not (sys.stderr.isatty() if progress is None else progress))
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 2]
-    except OSError as e:
-        raise TrimError(f"{path}: cannot read ({e.strerror})") from None
-    if not rows:
-        raise TrimError(f"{path}: no English<TAB>Vietnamese pairs")
-    if n and n < len(rows):
-        step = len(rows) / n
-        rows = [rows[int(i * step)] for i in range(n)]
-    return [(r[0], r[1]) for r in rows]
-
-
-def evaluate(spec: str, pairs: list[tuple[str, str]], directions: Iterable[str] = ("en-vi", "vi-en"),
-             temperature: float = 0.0, seed: int | None = None, threads: int | None = None,
-             progress: bool = False, sequential: bool = False, parallel: int | None = None,
-             n_ctx: int = 4096, **translator_options: Any) -> dict[str, Any]:
-    """One model (`path`, `path:guard` or `path:noguard`) over the pairs, both directions: chrF,
-    BLEU, foreign characters, the detected language of every output and the share in the wrong
-    one. Batched decoding unless `sequential` (the one-at-a-time path, for comparison)."""
-    import sacrebleu
-
-    from gguf_trim.runtime.langid import detector
-
-    det = detector()
-    path, _, mode = spec.partition(":")
-    guard = {"": None, "guard": True, "noguard": False}.get(mode)
-    if mode and guard is None:
-        raise TrimError(f"{spec}: suffix must be :guard or :noguard")
-    tr = Translator(path, temperature=temperature, seed=seed, guard=guard, threads=threads, n_ctx=n_ctx,
-                    **translator_options)
-    opts = {k: asdict(v) if is_dataclass(v) else v for k, v in {**translator_options, "style": tr.style}.items()}
-    result: dict[str, Any] = {"model": spec, "guard": tr._guard is not None, "prompt": tr.prompt,
-                              "temperature": temperature, "seed": seed, "decoding": "sequential" if sequential
-                              else "batched", "options": opts, "directions": {}}
-    try:
-        for direction in directions:
-            src, dst = direction.split("-")
-            sources = [en if src == "en" else vi for en, vi in pairs]
-            refs = [vi if dst == "vi" else en for en, vi in pairs]
-            if sequential:
-                outs: Iterable[Translation] = (tr.translate(text, dst, src) for text in sources)
-            else:
-                outs = tr.translate_many(sources, dst, src, parallel=parallel)
-            if progress:
-                from tqdm import tqdm
-
-                outs = tqdm(outs, total=len(sources), desc=f"{Path(path).name} {direction}", unit="seg",
-                            leave=False)
-            done = list(outs)
-            hyps = [t.text for t in done]
-            tokens, secs = sum(t.tokens for t in done), sum(t.seconds for t in done)
-            confused = [{"source": t.source, "output": t.text} for t in done if foreign_chars(t.text)]
-            foreign = sum(len(foreign_chars(h)) for h in hyps)
-            langs = [det.detect(h) for h in hyps]
-            wrong = [{"source": t.source, "output": t.text, "lang": g} for t, g in zip(done, langs) if g != dst]
-            chars = sum(len(h) for h in hyps)
-            result["directions"][direction] = {
-                "segments": len(hyps), "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
-                "bleu": sacrebleu.corpus_bleu(hyps, [refs], tokenize="13a").score,
-                "foreign_chars": foreign, "foreign_char_rate": foreign / chars if chars else 0.0,
-                "outputs_with_foreign": len(confused), "examples_with_foreign": confused[:5],
-                "wrong_lang": len(wrong), "wrong_lang_share": len(wrong) / len(hyps) if hyps else 0.0,
-                "lang_counts": dict(Counter(langs).most_common()), "examples_wrong_lang": wrong[:5],
-                "reasked": sum(1 for t in done if t.reasked),
-                "tokens": tokens, "tok_per_s": tokens / secs if secs else 0.0,
-                "outputs": hyps, "langs": langs}
+        for t in tr.translate_many(segments[start:], dst, src, parallel=parallel):
+            if job:
+                try:
+                    job.write(t.text)
+                except OSError as e:
+                    raise TrimError(f"{out_path}: cannot write ({e.strerror or e}); {job.done} of {len(segments)} "
+                                    "segments are saved: make room and continue with --resume") from None
+            if keep:
+                outs.append(t)
+            bar.update(1)
+    except KeyboardInterrupt:
+        if job:
+            job.close()
+            log(f"gguf-trim: interrupted: {job.done} of {len(segments)} segments saved in {out_path}; "
+                "continue with --resume")
+        raise
     finally:
-        tr.close()
-    return result
-
-
-def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| model | guard | direction | chrF | BLEU | outputs with foreign chars | foreign char rate | "
-             "wrong language | tok/s |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in results:
-        o = r.get("options", {})
-        flags = [k for k in ("shots", "lang_prefix") if o.get("style", {}).get(k)]
-        flags += ["reask"] if o.get("reask") else []
-        name = Path(r["model"].split(":")[0]).name + (f" ({', '.join(flags)})" if flags else "")
-        for d, x in r["directions"].items():
-            lines.append(f"| {name} | {'on' if r['guard'] else 'off'} | {d} | "
-                         f"{x['chrf']:.2f} | {x['bleu']:.2f} | {x['outputs_with_foreign']}/{x['segments']} | "
-                         f"{x['foreign_char_rate']:.5f} | {x['wrong_lang']}/{x['segments']} | "
-                         f"{x['tok_per_s']:.1f} |")
-    return "\n".join(lines)
+        bar.close()
+        if job:
+            job.close()
+    if job and start:
+        log(f"{out_path}: resumed at segment {start + 1}, {len(segments)} of {len(segments)} done")
+    return outs

@@ -49,11 +49,11 @@ EN_VI_RANGES: tuple[tuple[int, int], ...] = (
 GREEK = (0x0370, 0x03FF)
 MAX_GREEK_LETTERS = 1  # a token may hold one Greek letter (a maths symbol), not Greek words
 
-_ALLOWED = np.zeros(0x110000, dtype=bool)
+ALLOWED = np.zeros(0x110000, dtype=bool)  # by code point: used by English/Vietnamese text
 for _lo, _hi in EN_VI_RANGES:
-    _ALLOWED[_lo:_hi + 1] = True
-_ALLOWED[0xD800:0xE000] = False  # surrogates are never text
-_ALLOWED_PREFIX = np.concatenate([[0], np.cumsum(_ALLOWED, dtype=np.int64)])
+    ALLOWED[_lo:_hi + 1] = True
+ALLOWED[0xD800:0xE000] = False  # surrogates are never text
+_ALLOWED_PREFIX = np.concatenate([[0], np.cumsum(ALLOWED, dtype=np.int64)])
 # the same set as a regex over decoded text: the fast path for complete tokens
 _ALLOWED_RE = re.compile("[" + "".join(
     f"\\U{max(lo, 0xE000) if lo <= 0xDFFF < hi and lo >= 0xD800 else lo:08x}-\\U{hi:08x}"
@@ -74,15 +74,16 @@ def check_langs(langs: str) -> tuple[str, ...]:
 
 
 def char_allowed(cp: int) -> bool:
-    return bool(_ALLOWED[cp])
+    return bool(ALLOWED[cp])
 
 
-def _any_allowed(lo: int, hi: int) -> bool:
+def any_allowed(lo: int, hi: int) -> bool:
     """Is any code point in [lo, hi] allowed?"""
     return bool(_ALLOWED_PREFIX[hi + 1] - _ALLOWED_PREFIX[lo] > 0)
 
 
-def _seq_len(lead: int) -> int:
+def utf8_len(lead: int) -> int:
+    """Length of the UTF-8 sequence a lead byte starts (0: a continuation byte or invalid)."""
     if lead < 0x80:
         return 1
     if 0xC2 <= lead <= 0xDF:
@@ -94,9 +95,9 @@ def _seq_len(lead: int) -> int:
     return 0  # continuation byte or invalid lead
 
 
-def _tail_range(tail: bytes) -> tuple[int, int] | None:
+def tail_range(tail: bytes) -> tuple[int, int] | None:
     """Code points whose UTF-8 encoding starts with `tail` (an incomplete sequence): one range."""
-    n = _seq_len(tail[0])
+    n = utf8_len(tail[0])
     if n <= len(tail) or any(not 0x80 <= b <= 0xBF for b in tail[1:]):
         return None
     v = tail[0] & (0xFF >> (n + 1))
@@ -119,7 +120,7 @@ def _head_allowed(head: bytes) -> bool:
         hi_bits = (0, 0, 5, 4, 3)[n] + 6 * (n - 1 - k)  # free bits above the fixed ones
         cps = (np.arange(1 << hi_bits, dtype=np.int64) << (6 * k)) | low
         cps = cps[(cps >= (0, 0, 0x80, 0x800, 0x10000)[n]) & (cps <= 0x10FFFF)]
-        if cps.size and _ALLOWED[cps].any():
+        if cps.size and ALLOWED[cps].any():
             return True
     return False
 
@@ -153,13 +154,13 @@ def judge_bytes(piece: bytes) -> tuple[bool, str]:
     if head and not _head_allowed(head):
         return False, _label_of_bytes(head)
     if tail:
-        r = _tail_range(tail)
-        if r is None or not _any_allowed(*r):
+        r = tail_range(tail)
+        if r is None or not any_allowed(*r):
             return False, "partial:" + (_label(chr(r[0])) if r else "invalid")
     greek = 0
     for ch in text:
         cp = ord(ch)
-        if not _ALLOWED[cp]:
+        if not ALLOWED[cp]:
             return False, _label(ch)
         if GREEK[0] <= cp <= GREEK[1] and unicodedata.category(ch).startswith("L"):
             greek += 1

@@ -1,0 +1,118 @@
+"""Side-by-side evaluation of translation models: chrF/BLEU (sacrebleu), characters outside
+English/Vietnamese, the detected language of every output, tokens per second; and the
+English<TAB>Vietnamese pair files it reads. llama.cpp is loaded only by `evaluate`."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from gguf_trim.errors import TrimError
+from gguf_trim.tables import markdown_table
+from gguf_trim.translate.options import N_CTX_FILE, TranslatorOptions
+
+
+def read_pairs(path: str | Path, n: int | None = None) -> list[tuple[str, str]]:
+    """English<TAB>Vietnamese[<TAB>...] pairs; the first n, spread over the file when n is smaller."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 2]
+    except OSError as e:
+        raise TrimError(f"{path}: cannot read ({e.strerror})") from None
+    if not rows:
+        raise TrimError(f"{path}: no English<TAB>Vietnamese pairs")
+    if n and n < len(rows):
+        step = len(rows) / n
+        rows = [rows[int(i * step)] for i in range(n)]
+    return [(r[0], r[1]) for r in rows]
+
+
+def evaluate(spec: str, pairs: list[tuple[str, str]], directions: Iterable[str] = ("en-vi", "vi-en"),
+             temperature: float = 0.0, seed: int | None = None, threads: int | None = None,
+             progress: bool = False, sequential: bool = False, parallel: int | None = None,
+             n_ctx: int = 4096, **translator_options: Any) -> dict[str, Any]:
+    """One model (`path`, `path:guard` or `path:noguard`) over the pairs, both directions: chrF,
+    BLEU, foreign characters, the detected language of every output and the share in the wrong
+    one. Batched decoding unless `sequential` (the one-at-a-time path, for comparison)."""
+    import sacrebleu
+
+    from gguf_trim.runtime.langid import detector
+    from gguf_trim.translate.translator import Translation, Translator, foreign_chars
+
+    det = detector()
+    path, _, mode = spec.partition(":")
+    guard = {"": None, "guard": True, "noguard": False}.get(mode)
+    if mode and guard is None:
+        raise TrimError(f"{spec}: suffix must be :guard or :noguard")
+    tr = Translator(path, temperature=temperature, seed=seed, guard=guard, threads=threads, n_ctx=n_ctx,
+                    **translator_options)
+    opts = {k: asdict(v) if is_dataclass(v) else v for k, v in {**translator_options, "style": tr.style}.items()}
+    result: dict[str, Any] = {"model": spec, "guard": tr._guard is not None, "prompt": tr.prompt,
+                              "temperature": temperature, "seed": seed, "decoding": "sequential" if sequential
+                              else "batched", "options": opts, "directions": {}}
+    try:
+        for direction in directions:
+            src, dst = direction.split("-")
+            sources = [en if src == "en" else vi for en, vi in pairs]
+            refs = [vi if dst == "vi" else en for en, vi in pairs]
+            if sequential:
+                outs: Iterable[Translation] = (tr.translate(text, dst, src) for text in sources)
+            else:
+                outs = tr.translate_many(sources, dst, src, parallel=parallel)
+            if progress:
+                from tqdm import tqdm
+
+                outs = tqdm(outs, total=len(sources), desc=f"{Path(path).name} {direction}", unit="seg",
+                            leave=False)
+            done = list(outs)
+            hyps = [t.text for t in done]
+            tokens, secs = sum(t.tokens for t in done), sum(t.seconds for t in done)
+            confused = [{"source": t.source, "output": t.text} for t in done if foreign_chars(t.text)]
+            foreign = sum(len(foreign_chars(h)) for h in hyps)
+            langs = [det.detect(h) for h in hyps]
+            wrong = [{"source": t.source, "output": t.text, "lang": g} for t, g in zip(done, langs) if g != dst]
+            chars = sum(len(h) for h in hyps)
+            result["directions"][direction] = {
+                "segments": len(hyps), "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+                "bleu": sacrebleu.corpus_bleu(hyps, [refs], tokenize="13a").score,
+                "foreign_chars": foreign, "foreign_char_rate": foreign / chars if chars else 0.0,
+                "outputs_with_foreign": len(confused), "examples_with_foreign": confused[:5],
+                "wrong_lang": len(wrong), "wrong_lang_share": len(wrong) / len(hyps) if hyps else 0.0,
+                "lang_counts": dict(Counter(langs).most_common()), "examples_wrong_lang": wrong[:5],
+                "reasked": sum(1 for t in done if t.reasked),
+                "tokens": tokens, "tok_per_s": tokens / secs if secs else 0.0,
+                "outputs": hyps, "langs": langs}
+    finally:
+        tr.close()
+    return result
+
+
+def evaluate_models(models: list[str], pairs_path: str | Path, n_pairs: int | None,
+                    directions: Iterable[str], opts: TranslatorOptions, sequential: bool = False,
+                    parallel: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """`gguf-trim eval-translate`: `evaluate` of each model on the same pairs (`n_pairs` of the file,
+    spread over it) with the same options (guard and prompt: each model's own, or its :guard suffix)."""
+    data = read_pairs(pairs_path, n_pairs)
+    return [evaluate(m, data, directions, opts.temperature, opts.seed, opts.threads, progress=progress,
+                     sequential=sequential, parallel=parallel, n_ctx=opts.n_ctx or N_CTX_FILE, style=opts.style,
+                     reask=opts.reask, flash_attn=opts.flash_attn)
+            for m in models]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for r in results:
+        o = r.get("options", {})
+        flags = [k for k in ("shots", "lang_prefix") if o.get("style", {}).get(k)]
+        flags += ["reask"] if o.get("reask") else []
+        name = Path(r["model"].split(":")[0]).name + (f" ({', '.join(flags)})" if flags else "")
+        for d, x in r["directions"].items():
+            rows.append([name, "on" if r["guard"] else "off", d, f"{x['chrf']:.2f}", f"{x['bleu']:.2f}",
+                         f"{x['outputs_with_foreign']}/{x['segments']}", f"{x['foreign_char_rate']:.5f}",
+                         f"{x['wrong_lang']}/{x['segments']}", f"{x['tok_per_s']:.1f}"])
+    return markdown_table(["model", "guard", "direction", "chrF", "BLEU", "outputs with foreign chars",
+                           "foreign char rate", "wrong language", "tok/s"], rows, "lllrrrrrr")
