@@ -20,7 +20,7 @@ CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -
 	$(if $(call cpu_has,bmi2),-DGGML_BMI2=ON) $(AVX512_ARGS)
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
-.PHONY: cmake-args setup setup-gpu setup-train setup-ray vendor models models-big test test-train test-ray lint demo bench bench-translate \
+.PHONY: llama-tools cmake-args setup setup-gpu setup-train setup-ray vendor models models-big test test-train test-ray lint demo bench bench-translate \
 	bench-refine frontier clean docs-cli
 
 setup: $(VENV)/.installed
@@ -86,6 +86,24 @@ vendor/llama.cpp/.extracted:
 	rm -rf vendor/llama.cpp && mkdir -p vendor/llama.cpp
 	tar -xzf vendor/.sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz -C vendor/llama.cpp \
 		--strip-components=3 llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)/vendor/llama.cpp
+	touch $@
+
+# llama.cpp's own tools (llama-server, llama-cli, llama-perplexity) from the same vendored sources as
+# llama-cpp-python, with the same CPU flags (never AMX), out of tree in build/llama.cpp (~11 min on 2 cores).
+# Built once per set of flags (stamp named after them, as for llama-cpp-python). No web UI: the prebuilt one
+# would be downloaded from a model hub.
+LLAMA_TOOLS_DIR   := build/llama.cpp
+LLAMA_TOOLS_STAMP := $(LLAMA_TOOLS_DIR)/.tools-$(shell echo '$(LLAMA_CPP_PYTHON_VERSION) $(strip $(CPU_CMAKE_ARGS))' | cksum | cut -d' ' -f1)
+LLAMA_TOOLS       := llama-server llama-cli llama-perplexity
+
+llama-tools: $(LLAMA_TOOLS_STAMP)
+
+$(LLAMA_TOOLS_STAMP): vendor/llama.cpp/.extracted
+	cmake -S vendor/llama.cpp -B $(LLAMA_TOOLS_DIR) -DCMAKE_BUILD_TYPE=Release $(strip $(CPU_CMAKE_ARGS)) \
+		-DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF \
+		-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF
+	cmake --build $(LLAMA_TOOLS_DIR) --target $(LLAMA_TOOLS) -j$$(nproc)
+	rm -f $(LLAMA_TOOLS_DIR)/.tools-*
 	touch $@
 
 models: vendor
@@ -184,4 +202,4 @@ frontier: setup models
 		--json docs/results/frontier.json --md docs/results/frontier.md --png docs/results/frontier.png
 
 clean:
-	rm -rf $(VENV) vendor models/*.gguf models/.wheels .pytest_cache
+	rm -rf $(VENV) vendor build models/*.gguf models/.wheels .pytest_cache
