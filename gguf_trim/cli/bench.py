@@ -10,7 +10,7 @@ import time
 
 import click
 
-from gguf_trim.cli.common import parse_size, write_json
+from gguf_trim.cli.common import parse_size, write_json, write_text
 
 
 class BenchGroup(click.Group):
@@ -51,8 +51,7 @@ def infer_cmd(models, runs, n_prompt, n_gen, threads, json_out, md_out, png_out)
         write_json(json_out, {"rows": rows, "pairs": pairs, "runs": runs, "n_prompt": n_prompt, "n_gen": n_gen,
                               "threads": threads or os.cpu_count()})
     if md_out:
-        with open(md_out, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        write_text(md_out, table + "\n")
     if png_out and not plot(rows, png_out):
         click.echo("matplotlib is not installed: no plot", err=True)
 
@@ -130,8 +129,7 @@ def refine_cmd(trimmed, extended, refined, vi, en, lines, corpus, heldout, seed,
     r = run_bench(trimmed, extended, refined, vi, en, lines, prompts, max_tokens, list(corpus), heldout, seed, runs,
                   pairs, n_pairs)
     if json_out:
-        with open(json_out, "w", encoding="utf-8") as f:
-            f.write(json.dumps(r, indent=1, ensure_ascii=False))
+        write_json(json_out, r, ensure_ascii=False)
     click.echo(table(r))
 
 
@@ -165,8 +163,7 @@ def frontier_cmd(models, targets, corpus, texts, bpb_lines, count_rates, json_ou
         write_json(json_out, {"rows": rows, "count_rates": speed, "date": time.strftime("%Y-%m-%d")},
                    ensure_ascii=False)
     if md_out:
-        with open(md_out, "w", encoding="utf-8") as f:
-            f.write(frontier_doc(rows, table, models, targets, corpus, texts, bpb_lines, png_out))
+        write_text(md_out, frontier_doc(rows, table, models, targets, corpus, texts, bpb_lines, png_out))
     if png_out and not plot(rows, png_out):
         click.echo("matplotlib is not installed: no plot", err=True)
 

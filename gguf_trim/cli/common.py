@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from gguf_trim.errors import TrimError
+from gguf_trim.files import atomic_write
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -25,7 +26,12 @@ def parse_size(text: str) -> int:
     return int(digits) * scale
 
 
+def write_text(path: str, text: str) -> None:
+    """A report file (UTF-8), written all or nothing like every other output."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def write_json(path: str, data: Any, **kw: Any) -> None:
-    """A report file (UTF-8, indented)."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, **kw)
+    """A JSON report file (UTF-8, indented)."""
+    write_text(path, json.dumps(data, indent=1, **kw))
