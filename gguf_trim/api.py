@@ -18,6 +18,8 @@ from gguf_trim.rewrite.model import ModelWriter, TrimResult
 from gguf_trim.selection.plan import read_plan, write_plan
 from gguf_trim.selection.selection import Selection, read_token_list, select_lossless
 from gguf_trim.vocab.charset import script_label
+from gguf_trim.vocab.suppress import describe as describe_suppress
+from gguf_trim.vocab.suppress import file_suppress
 from gguf_trim.vocab.vocabulary import TYPE_NAMES, Vocab
 
 PROFILES = ("lossless", "compact")
@@ -89,19 +91,21 @@ def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: s
          plan_out: str | Path | None = None, check: bool = True,
          overlap: bool | None = None, compact: CompactOptions | None = None,
          hash_source: bool = False, layout: str = "same",
-         split_max_size: int | None = None) -> tuple[TrimResult, Selection]:
+         split_max_size: int | None = None, suppress: bool = True) -> tuple[TrimResult, Selection]:
     """Trim `model` (a file, or a split model given by any shard) to the chosen tokens and write
     `output` (and optionally the plan).
     `overlap`: copy the unchanged tensors while choosing tokens (default: for files over 1 GiB).
     `hash_source`: record the source file's sha256 (one more full read, on its own core).
     `layout`: `same` (a split model stays split the same way), `merge` (one file) or `max-size`
-    (shards of at most `split_max_size` bytes of tensor data, as llama.cpp's gguf-split)."""
+    (shards of at most `split_max_size` bytes of tensor data, as llama.cpp's gguf-split).
+    `suppress`: write tokenizer.ggml.suppress_tokens, the kept tokens that can never be part of
+    allowed output, so stock llama.cpp samplers cannot emit them either (vocab/suppress.py)."""
     check_output(output, model)  # before parsing the model, for a fast refusal
     if split_max_size is not None and layout == "same":
         layout = "max-size"
     with open_model(model) as g:
         vocab = Vocab.from_gguf(g)
-        writer = ModelWriter(g, output, vocab.n, check, hash_source, layout, split_max_size)
+        writer = ModelWriter(g, output, vocab.n, check, hash_source, layout, split_max_size, suppress)
         if overlap is None:
             overlap = writer.fixed_bytes >= OVERLAP_MIN_BYTES
         try:
@@ -142,6 +146,7 @@ def inspect(model: str | Path) -> dict[str, Any]:
             "vocab_share_of_file": sum(t.nbytes for t in vt) / g.size,
             "scripts": dict(scripts.most_common()),
             "trimmed_from": g.fields[keys.SOURCE_FILE].text() if keys.SOURCE_FILE in g.fields else None,
+            "suppress": describe_suppress(vocab.pieces, vocab.types, ids) if len(ids := file_suppress(g)) else None,
         }
 
 

@@ -90,10 +90,14 @@ def _selection_note(sel) -> str | None:
 @click.option("--split-max-size", "split_max_size", metavar="SIZE",
               help="Write shards of at most SIZE of tensor data (e.g. 500M, 4G: decimal units, as llama.cpp's "
                    "gguf-split).")
+@click.option("--suppress/--no-suppress", default=True, show_default=True,
+              help="Write tokenizer.ggml.suppress_tokens: the kept tokens that can never be part of En/Vi output "
+                   "(byte tokens of foreign lead bytes), which stock llama.cpp, llama-server and ollama never "
+                   "sample. --no-suppress keeps only the source's own list.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_compact_options
 def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, hash_source, merge, split_max_size,
-         as_json, **compact_flags):
+         suppress, as_json, **compact_flags):
     """Write MODEL with only the tokens English/Vietnamese text can use.
 
     MODEL may be a split model (NAME-00001-of-00003.gguf...), given by any of its shards: the
@@ -107,7 +111,8 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, ha
     compact = _compact(compact_flags)
     res, sel = do_trim(model, output, langs=langs, profile=profile, plan=plan_in, keep=keep, drop=drop,
                        plan_out=plan_out, check=check, compact=compact, hash_source=hash_source,
-                       layout="merge" if merge else "max-size" if max_size else "same", split_max_size=max_size)
+                       layout="merge" if merge else "max-size" if max_size else "same", split_max_size=max_size,
+                       suppress=suppress)
     secs = time.perf_counter() - t0
     info = {"output": str(res.output), "outputs": [str(p) for p in res.outputs],
             "n_vocab_original": res.n_vocab_original,
@@ -115,7 +120,8 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, ha
             "size_trimmed": res.size_trimmed, "sliced_tensors": res.sliced_tensors,
             "merges": [res.merges_original, res.merges_trimmed], "kept_by_reason": sel.summary(),
             "closure_added": [sel.vocab.display(i) for i in sel.closure_added], "seconds": round(secs, 2),
-            "load_checked": check, "padding_tokens": res.n_padding, "profile": sel.profile,
+            "load_checked": check, "padding_tokens": res.n_padding, "suppressed_tokens": res.n_suppressed,
+            "profile": sel.profile,
             **({"selection": sel.info} if sel.info else {})}
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False, indent=1))
@@ -136,6 +142,9 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, ha
     sliced = ", ".join(res.sliced_tensors) or "none (a vocab-only file)"
     click.echo(f"  sliced: {sliced}; merges {res.merges_original:,} -> {res.merges_trimmed:,}"
                + ("; llama.cpp load check ok" if check else ""))
+    if res.n_suppressed:
+        click.echo(f"  suppress list: {res.n_suppressed} ids stock llama.cpp samplers never emit "
+                   "(tokenizer.ggml.suppress_tokens)")
     if plan_out:
         click.echo(f"  plan: {plan_out}")
 
@@ -216,6 +225,12 @@ def inspect(model, as_json):
     click.echo("scripts: " + ", ".join(f"{k} {v:,}" for k, v in list(r["scripts"].items())[:16]))
     if r["trimmed_from"]:
         click.echo(f"trimmed by gguf-trim from {r['trimmed_from']}")
+    if s := r["suppress"]:
+        click.echo(f"suppress list (tokenizer.ggml.suppress_tokens): {s['count']:,} ids; {s['byte_tokens']} byte "
+                   f"tokens ({s['bytes'] or 'none'}), {s['multi_byte_tokens']} longer tokens"
+                   + (": " + ", ".join(repr(x) for x in s["examples"]) if s["examples"] else ""))
+    else:
+        click.echo("suppress list: none (stock llama.cpp may sample every token)")
 
 
 @click.command()

@@ -15,6 +15,7 @@ from gguf_trim.format.keys import PROVENANCE_PREFIX
 from gguf_trim.format.shards import SPLIT_KEYS, GGUFModel
 from gguf_trim.rewrite.padding import PAD_TEXT
 from gguf_trim.selection.selection import Selection, kept_merges
+from gguf_trim.vocab.suppress import guard_view, never_allowed
 from gguf_trim.vocab.vocabulary import SPECIAL_ID_KEYS, SUPPRESS_KEY, UNUSED
 
 
@@ -86,9 +87,27 @@ def provenance(g: GGUFModel, sel: Selection, source_sha: str | None, pad: list[i
     ] + ([encode_field(keys.PADDING_ROWS, A, pad_rows, U)] if len(pad_rows) else [])
 
 
-def trimmed_metadata(g: GGUFModel, sel: Selection, source_sha: str | None, pad: list[int]) -> tuple[list[bytes], int]:
-    """The trimmed model's key/values (encoded) and its number of merges: the vocabulary arrays
+def suppress_list(sel: Selection, n_pad: int, source_ids: np.ndarray | None = None) -> np.ndarray:
+    """The output's suppress list (new ids): the kept tokens the script guard forbids in every UTF-8
+    state (vocab/suppress.py) plus the source's own list (`source_ids`, new ids), never a special id."""
+    vocab, kept = sel.vocab, sel.kept_ids
+    new_id = np.full(vocab.n, -1, dtype=np.int64)
+    new_id[kept] = np.arange(len(kept))
+    pieces = [vocab.pieces[i] for i in kept.tolist()] + [b""] * n_pad
+    types = np.concatenate([vocab.types[kept], np.full(n_pad, UNUSED, dtype=vocab.types.dtype)])
+    specials = {int(new_id[i]) for i in list(vocab.special_ids.values()) + list(vocab.implicit_special_ids.values())
+                if 0 <= i < vocab.n and new_id[i] >= 0}
+    ids = never_allowed(*guard_view(pieces, types), exclude=specials)
+    if source_ids is not None and len(source_ids):
+        ids = np.union1d(ids, source_ids)
+    return ids.astype(np.int32)
+
+
+def trimmed_metadata(g: GGUFModel, sel: Selection, source_sha: str | None, pad: list[int],
+                     suppress: bool = True) -> tuple[list[bytes], int, int]:
+    """The trimmed model's key/values (encoded), its number of merges and of suppressed ids: the vocabulary arrays
     cut to the kept ids plus the padding tokens (`pad`: their source rows), special ids renumbered,
+    the suppress list (`suppress`: the guard's plus the source's, else the source's alone, remapped),
     every other key copied as it is, then the provenance."""
     vocab, keep = sel.vocab, sel.keep
     kept = sel.kept_ids
@@ -125,18 +144,22 @@ def trimmed_metadata(g: GGUFModel, sel: Selection, source_sha: str | None, pad: 
             if not 0 <= old < vocab.n:
                 continue  # out of range in the source too: llama.cpp ignored it there, drop it
             kv.append(encode_field(name, GGUFValueType.UINT32, int(new_id[old])))
-        elif name == SUPPRESS_KEY and isinstance(f.value, np.ndarray):
-            ids = [int(new_id[i]) for i in f.value.tolist() if 0 <= i < vocab.n and new_id[i] >= 0]
-            if ids:
-                kv.append(encode_field(name, f.vtype, ids, f.subtype))
+        elif name == SUPPRESS_KEY:
+            continue  # written below, remapped
         elif name == f"{arch}.vocab_size":
             kv.append(encode_field(name, f.vtype, n_new))
         else:
             assert f.raw is not None
             kv.append(f.raw)
+    src_list = g.get(SUPPRESS_KEY)
+    src_ids = np.asarray([int(new_id[i]) for i in src_list.tolist() if 0 <= i < vocab.n and new_id[i] >= 0]
+                         if isinstance(src_list, np.ndarray) else [], dtype=np.int64)
+    ids = suppress_list(sel, len(pad), src_ids) if suppress else src_ids
+    if len(ids):  # an empty array would be skipped by readers anyway: leave the key out
+        kv.append(encode_field(SUPPRESS_KEY, GGUFValueType.ARRAY, ids.astype(np.int32), GGUFValueType.INT32))
     for name, old in vocab.implicit_special_ids.items():
         # llama.cpp gave the source this default id; after renumbering the default would name
         # another token, so the trimmed file says which one explicitly
         kv.append(encode_field(name, GGUFValueType.UINT32, int(new_id[old])))
     kv.extend(provenance(g, sel, source_sha, pad))
-    return kv, len(merges or ())
+    return kv, len(merges or ()), len(ids)

@@ -34,6 +34,7 @@ class TrimResult:
     merges_original: int
     merges_trimmed: int
     n_padding: int = 0  # tokens added to keep logits kernel-exact (see add_padding)
+    n_suppressed: int = 0  # ids in tokenizer.ggml.suppress_tokens (vocab/suppress.py)
     outputs: list[Path] = field(default_factory=list)  # every file written (the shards of a split output)
 
 
@@ -86,7 +87,8 @@ class ModelWriter:
     """
 
     def __init__(self, src: GGUFModel, output: str | Path, n_vocab: int, check: bool = True,
-                 hash_source: bool = False, layout: str = "same", max_size: int | None = None):
+                 hash_source: bool = False, layout: str = "same", max_size: int | None = None,
+                 suppress: bool = True):
         if layout not in LAYOUTS:
             raise TrimError(f"unknown output layout {layout!r} ({', '.join(LAYOUTS)})")
         if (layout == "max-size") != (max_size is not None):
@@ -95,6 +97,7 @@ class ModelWriter:
             raise TrimError("--split-max-size must be a positive size")
         self.src, self.output, self.n_vocab = src, Path(output), n_vocab
         self.check, self.hash_source, self.layout, self.max_size = check, hash_source, layout, max_size
+        self.suppress = suppress
         check_output(self.output, src.paths)  # before anything else, for a fast refusal
         self.writers: list[TrimWriter | ShardCopier] = []
         self._sel: Selection | None = None
@@ -143,7 +146,7 @@ class ModelWriter:
             else:
                 split = (len(self.writers), n, total) if n > 1 else None
                 self.writers.append(TrimWriter(self.src, path, self.n_vocab, self.check, self.hash_source, tensors,
-                                               meta, split))
+                                               meta, split, self.suppress))
 
     def _prepare(self, sel: Selection) -> None:
         """Pad the selection (once, for every file) and hand the rows to the writers."""
@@ -200,7 +203,8 @@ class ModelWriter:
         vocab, n_rows = sel.vocab, len(main._rows)
         return TrimResult(done[0], vocab.n, n_rows, self.src.size, sum(p.stat().st_size for p in done),
                           sorted(t.name for w in self.writers if isinstance(w, TrimWriter) for t in w.sliced),
-                          len(vocab.merges or ()), main.n_merges, n_rows - self._n_kept_before, done)
+                          len(vocab.merges or ()), main.n_merges, n_rows - self._n_kept_before, main.n_suppressed,
+                          done)
 
     def abort(self) -> None:
         """Stop every copy, then remove every temp file (no-op after a successful finish)."""

@@ -59,8 +59,10 @@ class TrimWriter:
 
     def __init__(self, src: GGUFModel, out: str | Path, n_vocab: int, check: bool = True,
                  hash_source: bool = False, tensors: list[TensorInfo] | None = None, metadata: bool = True,
-                 split: tuple[int, int, int] | None = None):
+                 split: tuple[int, int, int] | None = None, suppress: bool = True):
         out, folder = check_output(out, src.paths)
+        self.suppress = suppress
+        self.n_suppressed = 0  # ids in the written suppress list
         self.src, self.out, self.folder, self.n_vocab = src, out, folder, n_vocab
         self.metadata, self.split = metadata, split
         self.check = check and metadata
@@ -103,15 +105,16 @@ class TrimWriter:
         tail = split_keys(*self.split) if self.split else []
         if not self.metadata:
             return tail, 0
-        kv, n_merges = trimmed_metadata(self.src, sel, self._sha_slot, self._pad)
+        kv, n_merges, self.n_suppressed = trimmed_metadata(self.src, sel, self._sha_slot, self._pad, self.suppress)
         return kv + tail, n_merges
 
     def _header_bound(self) -> int:
         """An upper bound of the trimmed header: the source metadata (the vocabulary only shrinks),
-        one id per token of provenance, the split keys and this file's tensor infos, plus slack."""
+        one id per token of provenance and one of the suppress list, the split keys and this file's
+        tensor infos, plus slack."""
         kv = sum(len(f.raw or b"") for f in self.src.fields.values()) if self.metadata else 0
         infos = sum(len(t.name) + 40 + 8 * len(t.shape) for t in self.fixed + self.sliced)
-        return 24 + kv + 4 * self.n_vocab + infos + HEADER_SLACK
+        return 24 + kv + 8 * self.n_vocab + infos + HEADER_SLACK
 
     def start(self, sel: Selection | None = None) -> TrimWriter:
         """Begin copying. With `sel`, the header reserve is exact; without, a bound."""

@@ -16,74 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from gguf_trim.format.shards import open_model
-from gguf_trim.vocab.charset import ALLOWED, any_allowed, tail_range, utf8_len
-from gguf_trim.vocab.vocabulary import BYTE, CONTROL, NORMAL, USER_DEFINED, Vocab
-
-
-def split_head(piece: bytes) -> tuple[bytes, bytes]:
-    """(leading continuation bytes, the rest)."""
-    i = 0
-    while i < len(piece) and 0x80 <= piece[i] <= 0xBF:
-        i += 1
-    return piece[:i], piece[i:]
-
-
-def fresh_ok(data: bytes) -> tuple[bool, bytes]:
-    """Is `data` (starting at a character boundary) allowed text, possibly ending inside a
-    character that could still become allowed? Returns (ok, the incomplete tail)."""
-    try:
-        text = data.decode("utf-8")
-        tail = b""
-    except UnicodeDecodeError as e:
-        if e.reason != "unexpected end of data" or e.end != len(data):
-            return False, b""
-        text, tail = data[:e.start].decode("utf-8"), data[e.start:]
-    if not all(ALLOWED[ord(c)] for c in text):
-        return False, b""
-    if tail:
-        r = tail_range(tail)
-        if r is None or not any_allowed(*r):
-            return False, b""
-    return True, tail
-
-
-def continue_ok(pending: bytes, piece: bytes) -> tuple[bool, bytes]:
-    """Appending `piece` to output that ends with the incomplete sequence `pending`:
-    (allowed, the new incomplete tail)."""
-    if not pending:
-        head, _ = split_head(piece)
-        if head:
-            return False, b""  # a continuation byte with nothing to continue
-        return fresh_ok(piece)
-    need = utf8_len(pending[0])
-    head, rest = split_head(piece)
-    joined = pending + head
-    if len(joined) > need or not head:
-        return False, b""  # too many continuation bytes, or the character is cut short
-    if len(joined) < need:
-        if rest:
-            return False, b""
-        r = tail_range(joined)
-        return (r is not None and any_allowed(*r)), joined
-    try:
-        cp = ord(joined.decode("utf-8"))
-    except UnicodeDecodeError:
-        return False, b""
-    if not ALLOWED[cp]:
-        return False, b""
-    return fresh_ok(rest)
-
-
-def pending_of(data: bytes) -> bytes:
-    """The incomplete UTF-8 sequence `data` ends with ("" when it ends on a boundary)."""
-    for back in range(1, min(4, len(data)) + 1):
-        b = data[-back]
-        if b < 0x80:
-            return b""
-        if b >= 0xC0:
-            n = utf8_len(b)
-            return data[-back:] if n > back else b""
-    return b""
+from gguf_trim.vocab.charset import continue_ok, fresh_ok, pending_of, split_head  # noqa: F401 (re-exported)
+from gguf_trim.vocab.suppress import guard_view
+from gguf_trim.vocab.vocabulary import Vocab
 
 
 class ScriptGuard:
@@ -106,10 +41,7 @@ class ScriptGuard:
         alone, except that only end-of-generation ones may cut a character short)."""
         with open_model(path) as g:
             v = Vocab.from_gguf(g)
-        types = v.types
-        pieces = [p if t in (NORMAL, 0, BYTE, USER_DEFINED) else b"" for p, t in zip(v.pieces, types.tolist())]
-        always_ok = types == CONTROL
-        return cls(pieces, always_ok, end_ids)
+        return cls(*guard_view(v.pieces, v.types), end_ids)
 
     def forbidden(self, pending: bytes) -> np.ndarray:
         """Ids that may not follow output ending in `pending` (cached per state)."""
