@@ -2,7 +2,9 @@
 
 Missing files are an error, not a skip: these tests are the product's core paths. Tests of an
 optional extra (markers `train`, `ray`; `make test-train`, `make test-ray`) are skipped, with the
-reason, where the extra is not installed, so `pytest tests` collects every test.
+reason, where the extra is not installed, so `pytest tests` collects every test; so are the tests
+of stock llama.cpp (marker `server`) where its tools are not built (`make llama-tools`, which
+`make setup` runs).
 """
 
 from __future__ import annotations
@@ -24,10 +26,21 @@ SMOLLM = MODELS / "smollm2-135m-instruct-q4_1.gguf"
 
 # marker (= pyproject extra) -> the modules its tests need; test modules import them only inside tests
 EXTRAS = {"train": ("torch", "transformers"), "ray": ("ray",)}
+# marker `server`: tests against llama.cpp's own tools (make llama-tools; make setup builds them)
+SERVER_TOOLS = ("llama-server", "llama-perplexity")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the tests of an extra that is not installed, saying how to install it."""
+    from gguf_trim.runtime.server import tool_path
+
+    missing_tools = [t for t in SERVER_TOOLS if tool_path(t) is None]
+    if missing_tools:
+        skip = pytest.mark.skip(reason=f"llama.cpp's own tools are not built (no {', '.join(missing_tools)}): "
+                                       "make llama-tools")
+        for item in items:
+            if item.get_closest_marker("server"):
+                item.add_marker(skip)
     for extra, modules in EXTRAS.items():
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
         if not missing:
