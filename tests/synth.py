@@ -119,3 +119,20 @@ def write_split(src: str | Path, output: str | Path, split_max_size: int = 0, sp
         w.close()
         paths = w.format_shard_names(output)
     return [Path(p) for p in paths]
+
+
+def with_key(src: str | Path, out: str | Path, name: str, value: list[int] | None) -> Path:
+    """A copy of a GGUF with one INT32-array key set (or removed, value None); tensors copied as they are."""
+    from gguf_trim.format.gguffile import GGUFFile, OutTensor, encode_field, write_gguf
+
+    with GGUFFile(src) as g, open(out, "wb") as fh:
+        kv = [f.raw for n, f in g.fields.items() if n != name]
+        if value is not None:
+            kv.append(encode_field(name, GGUFValueType.ARRAY, np.asarray(value, np.int32), GGUFValueType.INT32))
+
+        def copier(t):
+            return lambda f: f.write(g.tensor_bytes(t))
+
+        write_gguf(fh, kv, [OutTensor(t.name, t.shape, t.ggml_type, t.nbytes, copier(t)) for t in g.tensors],
+                   g.alignment, g.version)
+    return Path(out)

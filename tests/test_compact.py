@@ -346,7 +346,7 @@ def test_frontier_cli(tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "f.json").read_text())["rows"]
     assert [(x["profile"], x["n_vocab"]) for x in rows] == [("compact", 75968), ("compact", 90000),
-                                                           ("lossless", 104085)]
+                                                           ("lossless", 104077)]
     assert rows[-1]["fidelity_h"] == 1.0 and all(0 < x["fidelity_h"] <= 1 for x in rows)
     assert "| vocab-qwen2 | compact | 75,968 |" in (tmp_path / "F.md").read_text()
     assert (tmp_path / "f.png").stat().st_size > 1000

@@ -93,8 +93,8 @@ def test_quantizer_type_rules_match_a_real_q4_k_m_file():
 
 
 def test_trimmed_vocab_defaults():
-    assert trimmed_n_vocab("qwen2", 151936) == 103824
-    assert trimmed_n_vocab("qwen2", 152064) == 103824  # the 128 extra rows are unused padding
+    assert trimmed_n_vocab("qwen2", 151936) == 103808
+    assert trimmed_n_vocab("qwen2", 152064) == 103808  # the 128 extra rows are unused padding
     assert trimmed_n_vocab("llama3", 128256) == 105280
     assert trimmed_n_vocab("gemma", 262144) == 166768
     for name, m in MODELS.items():

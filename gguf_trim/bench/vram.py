@@ -112,14 +112,14 @@ class TrimFamily:
 
 
 # Measured with select_lossless on real vocabularies: Qwen2.5-Coder-0.5B-Instruct's GGUF
-# (151,936 -> 103,814 + 10 padding = 103,824), llama.cpp's vocab-llama-bpe.gguf (Llama 3:
-# 128,256 -> 105,280) and Gemma-3-270m (262,144 -> 166,763 + 5 = 166,768). Qwen2.5-7B+ has
+# (151,936 -> 103,806 + 2 padding = 103,808), llama.cpp's vocab-llama-bpe.gguf (Llama 3:
+# 128,256 -> 105,279) and Gemma-3-270m (262,144 -> 166,758 + 10 = 166,768). Qwen2.5-7B+ has
 # 152,064 rows, the extra ones unused: the same tokens survive. Gemma 2's 256,000-token
 # SentencePiece vocabulary is a different one: its kept count is estimated by Gemma 3's ratio.
 TRIM_FAMILIES: dict[str, TrimFamily] = {
-    "qwen2": TrimFamily(151936, 103814, True, "qwen2.5-coder-0.5b-instruct"),
-    "llama3": TrimFamily(128256, 105280, True, "vocab-llama-bpe (Llama 3)"),
-    "gemma": TrimFamily(262144, 166763, False, "gemma-3-270m (ratio applied to Gemma 2)"),
+    "qwen2": TrimFamily(151936, 103806, True, "qwen2.5-coder-0.5b-instruct"),
+    "llama3": TrimFamily(128256, 105279, True, "vocab-llama-bpe (Llama 3)"),
+    "gemma": TrimFamily(262144, 166758, False, "gemma-3-270m (ratio applied to Gemma 2)"),
 }
 
 # Block size (weights) and bytes per block of the ggml types involved, from gguf-py.

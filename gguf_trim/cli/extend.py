@@ -24,13 +24,16 @@ from gguf_trim.options import click_options, from_params
               help="New rows: mean of the pieces' rows; weighted toward later pieces; first piece for output.")
 @click.option("--export-rows", type=click.Path(), help="Also write the new ids, texts and vectors to this .npz.")
 @click.option("--check/--no-check", default=True, show_default=True)
-def extend(model, words_path, output, top, corpus, init, export_rows, check):
+@click.option("--suppress/--no-suppress", default=True, show_default=True,
+              help="For a file trimmed to en,vi: the suppress list covers the extended vocabulary too "
+                   "(--no-suppress copies the source's list as it is).")
+def extend(model, words_path, output, top, corpus, init, export_rows, check, suppress):
     """Add compound words as new tokens (USER_DEFINED), rows initialised from their pieces."""
     from gguf_trim.extend.words import export_rows as do_export
     from gguf_trim.extend.words import extend_file
 
     t0 = time.perf_counter()
-    r = extend_file(model, words_path, output, top=top, corpus=corpus, init=init, check=check)
+    r = extend_file(model, words_path, output, top=top, corpus=corpus, init=init, check=check, suppress=suppress)
     click.echo(f"{r.output}: {r.n_vocab_before:,} -> {r.n_vocab_after:,} tokens (+{len(r.added):,}) in "
                f"{time.perf_counter() - t0:.1f} s; e.g. " + ", ".join(repr(x) for x in r.added[:6]))
     click.echo("  skipped: " + ", ".join(f"{k} {v:,}" for k, v in r.skipped.items() if v))

@@ -176,14 +176,16 @@ def plan(model, plan_out, langs, profile, keep, drop, **compact_flags):
 @click.option("--bpb", is_flag=True, help="Also compare bits per byte of the two models on each --text file.")
 @click.option("--bpb-lines", default=200, show_default=True, type=click.IntRange(min=1),
               help="Lines per file (spread over it) scored for --bpb.")
+@click.option("--greedy", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Continue this many lines greedily and check no step wants a suppressed token (0: skip).")
 @click.option("--json", "json_out", type=click.Path(), help="Write the full report as JSON here.")
-def verify(original, trimmed, texts, logits, bpb, bpb_lines, json_out):
+def verify(original, trimmed, texts, logits, bpb, bpb_lines, greedy, json_out):
     """Check TRIMMED against ORIGINAL: tokenization fidelity per line, logits, bits per byte, load, sizes."""
     from gguf_trim.rewrite.verify import verify as do_verify
 
     if bpb and not texts:
         raise TrimError("--bpb needs --text files to score")
-    rep = do_verify(original, trimmed, list(texts), logits, bpb_lines=bpb_lines if bpb else 0)
+    rep = do_verify(original, trimmed, list(texts), logits, bpb_lines=bpb_lines if bpb else 0, greedy=greedy)
     if json_out:
         write_json(json_out, rep, ensure_ascii=False)
     click.echo(f"loads: yes   n_vocab {rep['n_vocab_original']:,} -> {rep['n_vocab_trimmed']:,}   "
@@ -196,9 +198,21 @@ def verify(original, trimmed, texts, logits, bpb, bpb_lines, json_out):
         if "bpb_original" in f:
             click.echo(f"   bits per byte over {f['bpb_lines']} lines: {f['bpb_original']:.4f} -> "
                        f"{f['bpb_trimmed']:.4f} ({f['bpb_change']:+.2%})")
+    if rep["suppress_count"]:
+        line = (f"suppress list: {rep['suppress_count']} ids, {rep['suppress_by_guard']} of them never allowed by "
+                "the script guard")
+        if "greedy_steps" in rep:
+            line += (f"; greedy over {rep['greedy_lines']} lines ({rep['greedy_steps']} steps) wanted a listed id "
+                     f"{len(rep['greedy_suppressed_hits'])} times")
+        click.echo(line)
     if rep.get("logits_max_abs_diff") is not None:
         click.echo(f"logits: max |diff| at kept ids = {rep['logits_max_abs_diff']:g} over "
                    f"{rep['logits_lines']} lines ({rep['logits_positions']} positions)")
+    if rep["suppress_problems"]:
+        raise TrimError(f"{trimmed}: {rep['suppress_problems'][0]}")
+    if rep.get("greedy_suppressed_hits"):
+        hit = rep["greedy_suppressed_hits"][0]
+        raise TrimError(f"{trimmed}: greedy output of {hit['line']!r} wants suppressed id {hit['token']}")
 
 
 @click.command()

@@ -24,7 +24,8 @@ from gguf_trim.format.quant import encode_rows, rows_float
 from gguf_trim.format.shards import SPLIT_KEYS, open_model
 from gguf_trim.rewrite.metadata import vocab_tensors
 from gguf_trim.runtime.loadcheck import load_check
-from gguf_trim.vocab.vocabulary import USER_DEFINED, Vocab
+from gguf_trim.vocab.suppress import file_suppress, guard_view, never_allowed
+from gguf_trim.vocab.vocabulary import SUPPRESS_KEY, USER_DEFINED, Vocab
 
 MAX_PIECE_BYTES = 32  # llama-cpp-python's detokenize drops longer pieces
 
@@ -97,8 +98,12 @@ def choose_forms(words: list[str], top: int, corpus_text: str | None, vocab: Voc
 
 
 def extend_file(model: str | Path, words_path: str | Path, output: str | Path, top: int = 2000,
-                corpus: str | Path | None = None, init: str = "mean", check: bool = True) -> ExtendResult:
-    """Write `model` plus new USER_DEFINED tokens for the most useful compound forms."""
+                corpus: str | Path | None = None, init: str = "mean", check: bool = True,
+                suppress: bool = True) -> ExtendResult:
+    """Write `model` plus new USER_DEFINED tokens for the most useful compound forms.
+    `suppress`: for a file trimmed to en,vi, the suppress list is the source's plus what the script
+    guard never allows in the extended vocabulary (the added compounds are Vietnamese, so in practice
+    the source's list); otherwise the source's list is copied as it is."""
     from gguf_trim.runtime.llama import load_llama
 
     out, _ = check_output(output, model)
@@ -151,8 +156,19 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
                 kv.append(encode_field(name, f.vtype, np.concatenate([f.value[:n_old], [0.0] * len(new)]), f.subtype))
             elif name == f"{g.arch}.vocab_size":
                 kv.append(encode_field(name, f.vtype, n_new))
+            elif name == SUPPRESS_KEY:
+                continue  # below
             else:
                 kv.append(f.raw)
+        listed = file_suppress(g)
+        langs = g.fields[keys.LANGS].text() if keys.LANGS in g.fields else None
+        if suppress and langs and set(langs.split(",")) <= {"en", "vi"}:
+            pieces = vocab.pieces + [x.encode() for x in new]
+            types = np.concatenate([vocab.types, np.full(len(new), USER_DEFINED, dtype=vocab.types.dtype)])
+            specials = set(vocab.special_ids.values()) | set(vocab.implicit_special_ids.values())
+            listed = np.union1d(listed, never_allowed(*guard_view(pieces, types), exclude=specials))
+        if len(listed):
+            kv.append(encode_field(SUPPRESS_KEY, GGUFValueType.ARRAY, listed.astype(np.int32), GGUFValueType.INT32))
         kv.append(encode_field(keys.EXTENDED_FROM_N_VOCAB, GGUFValueType.UINT32, n_old))
         kv.append(encode_field(keys.EXTENDED_INIT, GGUFValueType.STRING, init))
         def writer(t, add: bytes = b""):

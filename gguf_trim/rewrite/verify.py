@@ -4,6 +4,9 @@ Tokenization fidelity: each line tokenized by both files, the trimmed ids mapped
 through the provenance (gguf_trim.kept_ids), must be the original ids. Logits: the same
 token sequence fed to both models; the trimmed logits must equal the original's at the
 kept ids (on CPU exactly: every output row is the same dot product over the same bytes).
+Suppress list: every listed id is a kept token the script guard forbids in every state or one
+the original listed itself, and greedy output on the check lines never wanted a listed id (so
+stock llama.cpp, which applies the list, writes what it wrote before).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 from gguf_trim.errors import TrimError
 from gguf_trim.format import keys
 from gguf_trim.format.shards import model_size, open_model
-from gguf_trim.runtime.llama import check_loads, load_llama, tokenize
+from gguf_trim.runtime.llama import check_loads, end_ids, load_llama, tokenize
+from gguf_trim.vocab.suppress import file_suppress, guard_view, never_allowed
 from gguf_trim.vocab.vocabulary import Vocab
 
 
@@ -141,8 +145,57 @@ def bpb_summary(a: list, b: list) -> dict[str, Any]:
             "bpb_change": bt / bo - 1 if size else float("nan")}
 
 
+def check_suppress(original: str | Path, trimmed: str | Path, kept: np.ndarray) -> dict[str, Any]:
+    """Is every id of the trimmed file's suppress list of the right kind? (see the module docstring)"""
+    with open_model(trimmed) as g:
+        vt = Vocab.from_gguf(g)
+        ids = file_suppress(g)
+    with open_model(original) as g:
+        source_ids = set(file_suppress(g).tolist())
+    pieces, always_ok = guard_view(vt.pieces, vt.types)
+    specials = set(vt.special_ids.values()) | set(vt.implicit_special_ids.values())
+    guard_ids = set(never_allowed(pieces, always_ok, exclude=specials).tolist())
+    problems = []
+    for i in ids.tolist():
+        if not 0 <= i < vt.n:
+            problems.append(f"suppressed id {i} is not a token of the {vt.n}-token vocabulary")
+        elif i in specials:
+            problems.append(f"suppressed id {i} ({vt.display(i)!r}) is a special token")
+        elif i not in guard_ids and not (i < len(kept) and int(kept[i]) in source_ids):
+            problems.append(f"suppressed id {i} ({vt.display(i)!r}) can be part of allowed output and the "
+                            "original does not list it")
+    return {"suppress_count": len(ids), "suppress_by_guard": len(guard_ids & set(ids.tolist())),
+            "suppress_problems": problems, "suppress_ids": ids}
+
+
+def greedy_avoids(model: str | Path, ids: np.ndarray, lines: list[str], max_tokens: int = 24,
+                  n_ctx: int = 512) -> dict[str, Any]:
+    """Greedy continuation of each line without the suppress list: does it ever choose a listed id?
+    (If not, the output with the list is the same token for token.)"""
+    llm = load_llama(model, n_ctx=n_ctx)
+    listed, ends = set(ids.tolist()), set(end_ids(llm))
+    hits, steps = [], 0
+    try:
+        for line in lines:
+            seq = tokenize(llm, line, add_bos=True)[: n_ctx - max_tokens]
+            llm.reset()
+            llm.eval(seq)
+            for _ in range(max_tokens):
+                tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+                steps += 1
+                if tok in listed:
+                    hits.append({"line": line[:80], "token": tok})
+                    break
+                if tok in ends:
+                    break
+                llm.eval([tok])
+    finally:
+        llm.close()
+    return {"greedy_lines": len(lines), "greedy_steps": steps, "greedy_suppressed_hits": hits}
+
+
 def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = (), logits: int = 0,
-           worst: int = 5, bpb_lines: int = 0) -> dict[str, Any]:
+           worst: int = 5, bpb_lines: int = 0, greedy: int = 4) -> dict[str, Any]:
     """Fidelity, logits and load report of a trimmed file (see the module docstring)."""
     for path in (original, trimmed):  # what trim would refuse in the input, said as trim says it
         if not Path(path).is_file():
@@ -178,6 +231,14 @@ def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = 
         for f, a, b in zip(report["files"], line_bits_per_file(original, samples),
                            line_bits_per_file(trimmed, samples)):
             f.update(bpb_summary(a, b))
+    sup = check_suppress(original, trimmed, kept)
+    listed = sup.pop("suppress_ids")
+    report.update(sup)
+    with open_model(trimmed) as g:
+        has_weights = bool(g.tensors)
+    if greedy and len(listed) and has_weights:
+        sample = spread_lines(all_lines, greedy) if all_lines else ["Hello world.", "Xin chào thế giới."][:greedy]
+        report.update(greedy_avoids(trimmed, listed, sample))
     report["logits_max_abs_diff"] = None
     if logits:
         sample = spread_lines(all_lines, logits) if all_lines else ["Hello world.", "Xin chào thế giới."][:logits]

@@ -93,3 +93,11 @@ def load_llama(path: str | Path, vocab_only: bool = False, n_ctx: int = 512, log
 def tokenize(llm, text: str, add_bos: bool = False) -> list[int]:
     """Token ids of `text` (special-token texts are plain text), BOS only when asked for."""
     return llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+
+
+def end_ids(llm) -> list[int]:
+    """The end-of-generation ids of a loaded model (llama.cpp's own list: eos, eot, eom...)."""
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    return [i for i in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)]

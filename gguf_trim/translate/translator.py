@@ -4,7 +4,10 @@ many decoded together in batches (`translate_many`, through runtime.batch).
 Chat/instruct models go through the chat template stored in the GGUF; base models (no
 template, e.g. Gemma-3-270m) through a few-shot prompt whose examples ship here. Every
 segment stops at the end of its line or turn, so output stays line-aligned with input.
-The script guard (on by default for files trimmed to en,vi) makes other scripts impossible.
+The script guard (on by default for files trimmed to en,vi) makes other scripts impossible. The
+file's own suppress list (tokenizer.ggml.suppress_tokens) is obeyed in every path, guard or not, as
+stock llama.cpp obeys it; the guard forbids a superset of what gguf-trim lists, so guarded output
+does not change.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from llama_cpp import LogitsProcessorList
 
 from gguf_trim.errors import TrimError
 from gguf_trim.format import keys
 from gguf_trim.format.shards import open_model
 from gguf_trim.runtime.guard import ScriptGuard
-from gguf_trim.runtime.llama import load_llama
+from gguf_trim.runtime.llama import end_ids, load_llama
 from gguf_trim.translate.prompts import (
     LANG_NAMES,
     LANG_SELF,
@@ -31,6 +35,7 @@ from gguf_trim.translate.prompts import (
     detect_lang,
     few_shot_prompt,
 )
+from gguf_trim.vocab.suppress import file_suppress
 
 
 def choose_parallel(n_ctx: int, prefix: int, needs: list[int], gpu: bool = False) -> int:
@@ -91,6 +96,7 @@ class Translator:
     flash_attn: bool = True  # attention skips the cells of other sequences (see BatchEngine)
     _llm: object = field(default=None, repr=False)
     _guard: ScriptGuard | None = field(default=None, repr=False)
+    _suppress: np.ndarray | None = field(default=None, repr=False)  # the file's suppress list (ids)
     _formatter: object = field(default=None, repr=False)
     _engine: object = field(default=None, repr=False)
     _prefixes: dict = field(default_factory=dict, repr=False)
@@ -101,13 +107,12 @@ class Translator:
         self.style = self.style.resolved(self.prompt)
         self._llm = load_llama(self.model, n_ctx=self.n_ctx, n_threads=self.threads,
                                n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn)
+        with open_model(self.model) as g:
+            ids = file_suppress(g)
+        n = self._llm.n_vocab()
+        self._suppress = ids[(ids >= 0) & (ids < n)] if len(ids) else None  # llama.cpp skips the others too
         if self.guard:
-            llm = self._llm
-            import llama_cpp
-
-            vocab = llm._model.vocab
-            ends = [i for i in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)]
-            self._guard = ScriptGuard.for_model(self.model, ends)
+            self._guard = ScriptGuard.for_model(self.model, end_ids(self._llm))
             self._guard.forbidden(b"")  # build the common state's table up front
 
     def max_tokens(self, text: str) -> int:
@@ -150,9 +155,26 @@ class Translator:
             kw.update(top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, seed=self.seed)
         else:
             kw.update(repeat_penalty=1.0)
-        if self._guard is not None:
-            kw["logits_processor"] = LogitsProcessorList([self._guard.processor()])
+        procs = [self._guard.processor()] if self._guard is not None else []
+        if self._suppress is not None:
+            ids = self._suppress
+
+            def suppress(_input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+                scores[ids] = -np.inf
+                return scores
+
+            procs.append(suppress)
+        if procs:
+            kw["logits_processor"] = LogitsProcessorList(procs)
         return kw
+
+    def ban_mask(self) -> np.ndarray | None:
+        """The file's suppress list as the batch engine's mask of never-chosen ids."""
+        if self._suppress is None:
+            return None
+        mask = np.zeros(self._llm.n_vocab(), dtype=bool)
+        mask[self._suppress] = True
+        return mask
 
     def translate(self, text: str, dst: str, src: str = "auto", stream: bool = False) -> Iterator[str] | Translation:
         """Translate one segment (its newlines are flattened to spaces), one at a time through
@@ -281,7 +303,7 @@ class Translator:
         nxt = 0
         t_last = time.perf_counter()
         first: dict[int, tuple[str, int]] = {}  # segments asked again: their first output and tokens
-        for done in eng.run(stream, self._guard, self.temperature, self.seed, prefix):
+        for done in eng.run(stream, self._guard, self.temperature, self.seed, prefix, ban=self.ban_mask()):
             text, s = meta[done.index]
             out, n, reasked = done.text.strip(), len(done.tokens), False
             if done.attempt == 0 and self.reask and self.style != REASK and self.wrong_lang(out, dst):
