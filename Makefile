@@ -23,7 +23,8 @@ GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 .PHONY: llama-tools cmake-args setup setup-gpu setup-train setup-ray vendor models models-big test test-train test-ray lint demo bench bench-translate \
 	bench-refine frontier clean docs-cli
 
-setup: $(VENV)/.installed
+# The venv with llama-cpp-python, and llama.cpp's own tools for the tests of stock llama-server (marker `server`).
+setup: $(VENV)/.installed llama-tools
 
 cmake-args:
 	@echo $(strip $(CPU_CMAKE_ARGS))
