@@ -101,3 +101,34 @@ def end_ids(llm) -> list[int]:
 
     vocab = llm._model.vocab
     return [i for i in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)]
+
+
+class Adapters:
+    """LoRA adapters (tune/adapter.py) loaded onto a Llama's model and set, with their scales, on each
+    context that decodes with it (the Llama's own, a batch engine's). llama.cpp frees them with the model."""
+
+    def __init__(self, llm, model: str | Path, specs: list) -> None:
+        import ctypes
+
+        import llama_cpp
+
+        from gguf_trim.tune.adapter import check_adapter
+
+        self.specs = list(specs)
+        ptrs = []
+        for s in self.specs:
+            if not Path(s.path).is_file():
+                raise TrimError(f"{s.path}: no such adapter file")
+            check_adapter(s.path, model)
+            ptr = llama_cpp.llama_adapter_lora_init(llm._model.model, str(s.path).encode())
+            if not ptr:
+                raise TrimError(f"{s.path}: llama.cpp cannot load this adapter onto {model}")
+            ptrs.append(ptr)
+        self._ptrs = (llama_cpp.llama_adapter_lora_p_ctypes * len(ptrs))(*ptrs)
+        self._scales = (ctypes.c_float * len(ptrs))(*[float(s.scale) for s in self.specs])
+
+    def apply(self, ctx) -> None:
+        import llama_cpp
+
+        if self.specs and llama_cpp.llama_set_adapters_lora(ctx, self._ptrs, len(self.specs), self._scales):
+            raise TrimError("llama.cpp could not set the LoRA adapters on a context")

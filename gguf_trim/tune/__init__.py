@@ -1,0 +1,1 @@
+"""Fine-tuning a trimmed model for translation as a LoRA adapter GGUF that stock llama.cpp applies."""

@@ -1,0 +1,268 @@
+"""`finetune`: LoRA on the attention and MLP projections of the float model read from the GGUF (the
+`train` extra: PyTorch, transformers, PEFT), trained on translation pairs in both directions rendered
+exactly as `translate` prompts that model, the loss on the answer only; written as an adapter GGUF.
+
+Why the float model: llama.cpp cannot train; transformers reads the GGUF (every tensor dequantized
+by gguf-py), so the LoRA is trained against the very weights llama.cpp runs, quantization included,
+and before the adapter is written the logits of base + adapter through llama.cpp are compared with
+the float model's on held-out examples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gguf_trim.errors import InternalError, TrimError
+from gguf_trim.files import check_output, file_sha256
+from gguf_trim.format.shards import open_model
+from gguf_trim.tune.adapter import LoraSpec, write_adapter
+from gguf_trim.tune.data import Example, clean_pairs, read_pair_file, render_pair, render_text
+from gguf_trim.tune.options import FinetuneOptions, target_names
+
+
+@dataclass
+class FinetuneResult:
+    output: Path
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def gguf_name_of(module: str, arch: str, n_layer: int) -> str | None:
+    """The GGUF tensor (without .weight) a transformers Linear module holds, e.g. blk.3.attn_q."""
+    import gguf
+
+    try:
+        tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layer)
+    except KeyError:
+        raise TrimError(f"gguf-py knows no tensor names for architecture {arch!r}") from None
+    for name in (module, module.replace("language_model.", "")):
+        got = tmap.get_name(name + ".weight", try_suffixes=(".weight",))
+        if got:
+            return got.removesuffix(".weight")
+    return None
+
+
+def add_lora(model: torch.nn.Module, arch: str, n_layer: int, opts: FinetuneOptions) -> tuple[Any, dict[str, str]]:
+    """PEFT LoRA on every Linear whose GGUF name is one of the targets; returns (peft model, {module: gguf})."""
+    from peft import LoraConfig, get_peft_model
+
+    wanted = set(target_names(opts.targets))
+    names: dict[str, str] = {}
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            g = gguf_name_of(mod_name, arch, n_layer)
+            if g and g.split(".")[-1] in wanted:
+                names[mod_name] = g
+    if not names:
+        raise TrimError(f"no projection of this {arch} model matches --targets {opts.targets}")
+    cfg = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, target_modules=sorted(names), lora_dropout=0.0,
+                     bias="none", init_lora_weights=True)
+    return get_peft_model(model, cfg), names
+
+
+def adapter_weights(peft_model: Any, names: dict[str, str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(A, B) of every adapted module, keyed by its GGUF weight name (blk.N.attn_q.weight)."""
+    out = {}
+    for mod_name, mod in peft_model.named_modules():
+        if hasattr(mod, "lora_A") and "default" in getattr(mod, "lora_A", {}):
+            base = mod_name.removeprefix("base_model.model.")
+            g = names.get(base)
+            if g is None:
+                continue
+            out[g + ".weight"] = (mod.lora_A["default"].weight.detach().float().cpu().numpy(),
+                                  mod.lora_B["default"].weight.detach().float().cpu().numpy())
+    if len(out) != len(names):
+        raise InternalError(f"found {len(out)} LoRA modules for {len(names)} targets")
+    return out
+
+
+def example_loss(model: Any, batch: list[Example], device: torch.device) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the target positions of a batch (logits only where they are scored:
+    the output matrix over a 100k+ vocabulary is most of the memory otherwise)."""
+    T = max(len(e.ids) for e in batch)
+    ids = torch.zeros((len(batch), T), dtype=torch.long)
+    mask = torch.zeros((len(batch), T), dtype=torch.long)
+    score = torch.zeros((len(batch), T), dtype=torch.bool)
+    for i, e in enumerate(batch):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+        mask[i, : len(e.ids)] = 1
+        score[i, max(e.n_prompt - 1, 0): len(e.ids) - 1] = True  # position t predicts token t + 1
+    ids, mask, score = ids.to(device), mask.to(device), score.to(device)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    h = inner.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    tgt = torch.roll(ids, -1, dims=1)[score]
+    logits = inner.lm_head(h[score]).float()
+    cap = getattr(inner.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    n = int(tgt.numel())
+    return F.cross_entropy(logits, tgt, reduction="sum") / max(n, 1), n
+
+
+@torch.no_grad()
+def heldout_loss(model: Any, examples: list[Example], device: torch.device, batch: int) -> float:
+    total, n = 0.0, 0
+    for i in range(0, len(examples), batch):
+        loss, k = example_loss(model, examples[i:i + batch], device)
+        total += float(loss) * k
+        n += k
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def logits_check(model_path: str | Path, adapter: str | Path, peft_model: Any, examples: list[Example],
+                 n_ctx: int) -> dict[str, Any]:
+    """Base + adapter through llama.cpp against the float model + LoRA on the same ids: max |logit
+    difference| and argmax agreement at the target positions, with and without the adapter (the
+    difference without it is what quantized vs dequantized arithmetic alone gives)."""
+    from gguf_trim.runtime.llama import Adapters, load_llama
+
+    out: dict[str, Any] = {}
+    inner = peft_model.get_base_model()
+    for label, use in (("base", False), ("adapter", True)):
+        llm = load_llama(model_path, n_ctx=n_ctx, logits_all=True)
+        try:
+            if use:
+                Adapters(llm, model_path, [LoraSpec(Path(adapter))]).apply(llm._ctx.ctx)
+            worst, agree, pos = 0.0, 0, 0
+            for e in examples:
+                llm.reset()
+                llm.eval(e.ids)
+                a = torch.from_numpy(np.array(llm.scores[: len(e.ids)], dtype=np.float32))[e.n_prompt - 1: -1]
+                ids = torch.tensor([e.ids])
+                ctx = peft_model.disable_adapter() if not use else contextlib.nullcontext()
+                with ctx:
+                    h = inner.model(input_ids=ids, use_cache=False).last_hidden_state[0, e.n_prompt - 1: -1]
+                    b = inner.lm_head(h).float()
+                cap = getattr(inner.config, "final_logit_softcapping", None)
+                if cap:
+                    b = torch.tanh(b / cap) * cap
+                worst = max(worst, float((a - b).abs().max()))
+                agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+                pos += len(a)
+        finally:
+            llm.close()
+        out[label] = {"max_abs_diff": round(worst, 4), "argmax_agreement": agree / max(pos, 1), "positions": pos}
+    return out
+
+
+def _lr_factor(step: int, steps: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, texts: list[str | Path] = (),
+             opts: FinetuneOptions = FinetuneOptions(), log=print) -> FinetuneResult:
+    """Train a LoRA adapter for translation on `pairs` (TSV/JSONL files) and write it to `output`."""
+    from gguf_trim.extend.float_model import load_float_model, pick_device
+    from gguf_trim.translate.translator import Translator
+
+    out, _ = check_output(output, model)
+    if not Path(model).is_file():
+        raise TrimError(f"{model}: no such file")
+    all_pairs = [p for path in pairs for p in read_pair_file(path)]
+    data = clean_pairs(all_pairs, opts.heldout, opts.seed)
+    lines: list[str] = []
+    for path in texts:
+        try:
+            lines += [" ".join(x.split()) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise TrimError(f"{path}: cannot read text ({e})") from None
+    if opts.text_share and not lines:
+        raise TrimError("--text-share needs --text files")
+    with open_model(model) as g:
+        arch, n_layer = g.arch, int(g.get(f"{g.arch}.block_count") or 0)
+    base_sha = file_sha256(model)
+    tr = Translator(model, n_ctx=max(512, opts.seq_len + 64), guard=False)
+    try:
+        train = [render_pair(tr, en, vi, d) for en, vi in data.train for d in ("en-vi", "vi-en")]
+        held = [render_pair(tr, en, vi, d) for en, vi in data.heldout for d in ("en-vi", "vi-en")]
+        mono = [e for e in (render_text(tr, x, opts.seq_len) for x in lines) if e is not None]
+        prompt_kind = tr.prompt
+    finally:
+        tr.close()
+    too_long = sum(len(e.ids) > opts.seq_len for e in train)
+    train = [e for e in train if len(e.ids) <= opts.seq_len]
+    held = [e for e in held if len(e.ids) <= opts.seq_len]
+    if not train or not held:
+        raise TrimError(f"no example fits --seq-len {opts.seq_len} (prompt + answer)")
+    device = pick_device(opts.device)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    base = load_float_model(model)
+    peft_model, names = add_lora(base, arch, n_layer, opts)
+    peft_model.to(device)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)
+    per_example = sum(len(e.ids) - e.n_prompt for e in train) / len(train)
+    steps = opts.steps or max(1, math.ceil(opts.tokens / (opts.batch * per_example)))
+    rng = np.random.default_rng(opts.seed)
+    t0 = time.perf_counter()
+    before = heldout_loss(peft_model, held, device, opts.batch)
+    curve = [{"step": 0, "tokens": 0, "heldout_loss": round(before, 4)}]
+    log(f"finetune: {len(train):,} examples ({prompt_kind} prompts, both directions), {len(held)} held out, "
+        f"{len(names)} matrices, rank {opts.rank}; {steps} steps; held-out loss {before:.4f}")
+    trained, losses = 0, []
+    for step in range(steps):
+        for grp in optim.param_groups:
+            grp["lr"] = opts.lr * _lr_factor(step, steps, opts.warmup)
+        n_text = int(rng.binomial(opts.batch, opts.text_share)) if mono else 0
+        batch = [train[i] for i in rng.integers(0, len(train), opts.batch - n_text)]
+        batch += [mono[i] for i in rng.integers(0, len(mono), n_text)] if n_text else []
+        peft_model.train()
+        loss, n = example_loss(peft_model, batch, device)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optim.step()
+        trained += n
+        losses.append(float(loss.detach()))
+        if opts.eval_every and (step + 1) % opts.eval_every == 0 and step + 1 < steps:
+            peft_model.eval()
+            h = heldout_loss(peft_model, held, device, opts.batch)
+            curve.append({"step": step + 1, "tokens": trained, "heldout_loss": round(h, 4)})
+            log(f"  step {step + 1}/{steps}: train loss {np.mean(losses[-opts.eval_every:]):.4f}, held-out {h:.4f}, "
+                f"{trained:,} tokens, {time.perf_counter() - t0:.0f} s")
+    peft_model.eval()
+    after = heldout_loss(peft_model, held, device, opts.batch)
+    curve.append({"step": steps, "tokens": trained, "heldout_loss": round(after, 4)})
+    secs = time.perf_counter() - t0
+    weights = adapter_weights(peft_model.to("cpu"), names)
+    meta = {"base_file": Path(model).name, "base_sha256": base_sha, "pairs": len(data.train),
+            "heldout_pairs": len(data.heldout), "steps": steps, "tokens": trained, "rank": opts.rank,
+            "targets": opts.targets, "heldout_loss_before": round(before, 4), "heldout_loss_after": round(after, 4)}
+    check: dict[str, Any] = {}
+
+    def verify(tmp: str) -> None:
+        if not opts.check_lines:
+            return
+        check.update(logits_check(model, tmp, peft_model, held[: opts.check_lines], max(512, opts.seq_len + 8)))
+        b, a = check["base"], check["adapter"]
+        # The tolerance: what quantized vs dequantized arithmetic alone gives without the adapter, doubled,
+        # plus 0.5; and argmax agreement at most 10 points below it.
+        if a["max_abs_diff"] > 2 * b["max_abs_diff"] + 0.5 or a["argmax_agreement"] < b["argmax_agreement"] - 0.1:
+            raise InternalError(f"llama.cpp with the adapter disagrees with the float model + LoRA (max |logit "
+                                f"diff| {a['max_abs_diff']} vs {b['max_abs_diff']} without it)")
+
+    write_adapter(out, arch, float(opts.alpha), weights, meta, check=verify)
+    if file_sha256(model) != base_sha:
+        raise InternalError(f"{model} changed while fine-tuning")
+    report = {"output": str(out), "prompt": prompt_kind, "train_pairs": len(data.train),
+              "heldout_pairs": len(data.heldout), "read_pairs": data.read, "dropped": dict(data.dropped),
+              "too_long_examples": too_long, "examples": len(train), "text_lines": len(mono), "steps": steps,
+              "tokens_trained": trained, "seconds": round(secs, 1), "heldout_loss_before": round(before, 4),
+              "heldout_loss_after": round(after, 4), "train_loss_first": round(float(np.mean(losses[:5])), 4),
+              "train_loss_last": round(float(np.mean(losses[-5:])), 4), "curve": curve, "matrices": len(names),
+              "logits_check": check, "base_sha256": base_sha, "device": str(device)}
+    return FinetuneResult(out, report)
