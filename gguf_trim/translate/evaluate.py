@@ -51,6 +51,8 @@ def evaluate(spec: str, pairs: list[tuple[str, str]], directions: Iterable[str] 
     tr = Translator(path, temperature=temperature, seed=seed, guard=guard, threads=threads, n_ctx=n_ctx,
                     **translator_options)
     opts = {k: asdict(v) if is_dataclass(v) else v for k, v in {**translator_options, "style": tr.style}.items()}
+    if opts.get("lora"):
+        opts["lora"] = [{"path": str(x.path), "scale": x.scale} for x in opts["lora"]]
     result: dict[str, Any] = {"model": spec, "guard": tr._guard is not None, "prompt": tr.prompt,
                               "temperature": temperature, "seed": seed, "decoding": "sequential" if sequential
                               else "batched", "options": opts, "directions": {}}
@@ -99,7 +101,7 @@ def evaluate_models(models: list[str], pairs_path: str | Path, n_pairs: int | No
     data = read_pairs(pairs_path, n_pairs)
     return [evaluate(m, data, directions, opts.temperature, opts.seed, opts.threads, progress=progress,
                      sequential=sequential, parallel=parallel, n_ctx=opts.n_ctx or N_CTX_FILE, style=opts.style,
-                     reask=opts.reask, flash_attn=opts.flash_attn)
+                     reask=opts.reask, flash_attn=opts.flash_attn, lora=opts.translator_kwargs()["lora"])
             for m in models]
 
 
@@ -109,6 +111,7 @@ def table(results: list[dict[str, Any]]) -> str:
         o = r.get("options", {})
         flags = [k for k in ("shots", "lang_prefix") if o.get("style", {}).get(k)]
         flags += ["reask"] if o.get("reask") else []
+        flags += [f"lora {Path(str(x['path'])).name}:{x['scale']:g}" for x in o.get("lora") or ()]
         name = Path(r["model"].split(":")[0]).name + (f" ({', '.join(flags)})" if flags else "")
         for d, x in r["directions"].items():
             rows.append([name, "on" if r["guard"] else "off", d, f"{x['chrf']:.2f}", f"{x['bleu']:.2f}",
