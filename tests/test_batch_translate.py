@@ -24,7 +24,7 @@ from gguf_trim.translate.jobs import OutputJob, read_segments, state_path
 from gguf_trim.translate.translator import REASK, PromptStyle, Translator, chat_messages, choose_parallel, foreign_chars
 
 from .conftest import GEMMA, QWEN, SMOLLM, need
-from .test_translate import ADVERSARIAL, dev_pairs
+from .test_translate import ADVERSARIAL, dev_pairs, job_summary
 
 
 @pytest.fixture(scope="module", params=["gemma", "qwen"])
@@ -237,6 +237,8 @@ def test_killed_job_resumes_without_losing_or_redoing_segments(job_input):
     r = _cli("translate", *args, "--resume")
     assert r.returncode == 0, r.stderr
     assert _ids(out) == list(range(10))  # every segment exactly once, in order
+    n, tokens, _ = job_summary(r.stderr, out)
+    assert n == 10 - n_done and tokens > 0  # the counts are this run's: the resumed segments only
     assert out.read_bytes().startswith(done)  # finished segments untouched
     segs, recs = read_segments(out, field="translation")
     assert all(s.strip() for s in segs) and not state_path(out).exists()

@@ -76,3 +76,27 @@ def test_bench_trim_copies_and_trims_every_shard(tmp_path):
     assert row["size"] == res.size_original == sum(p.stat().st_size for p in shards)
     assert row["trimmed_size"] == res.size_trimmed
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(p.name for p in shards)
+
+
+@pytest.mark.server
+def test_bench_translate_runs_llama_server_on_the_same_prompts(tmp_path):
+    """The llama-server row: the same 4 segments through stock llama-server (token-id prompts, greedy),
+    counted as gguf-trim counts, compared with the batched row; no speed asserted."""
+    from gguf_trim.bench.translate import markdown, measure
+
+    from .conftest import DEV
+
+    model = tmp_path / "q.envi.gguf"
+    trim(need(QWEN), model)
+    rows = measure([str(model)], need(DEV / "prose.en-vi.tsv"), 4, parallels="2", n_ctx=2048, threads=2, flash="on",
+                   server_parallel=2, log=lambda m: None)
+    assert [(r["path"], r["parallel"]) for r in rows] == [("sequential", 1), ("batched", 2), ("llama-server", 2)]
+    srv = rows[2]
+    assert srv["errors"] == 0 and srv["segments"] == 4 and srv["batched_parallel"] == 2
+    assert 0 < srv["tokens"] <= srv["tokens_predicted"] <= srv["tokens"] + 4  # less one end token per segment
+    assert srv["prompt_cached"] > 0  # the shared prefix was reused in the slots
+    assert 0 <= srv["identical"] <= 4 and 0 <= srv["identical_batched"] <= 4
+    assert srv["batched_over_server"] > 0
+    table = markdown(rows)
+    assert "gguf-trim batched / llama-server" in table and f"{srv['batched_over_server']:.2f}x" in table
+    assert f"({srv['identical_batched']}/4 batched)" in table

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -85,6 +86,15 @@ def test_guard_can_be_switched_on_for_an_untrimmed_model():
     tr.close()
 
 
+def job_summary(stderr: str, path) -> tuple[int, int, float]:
+    """Segments, output tokens and tok/s of a file job's last line: "PATH: N segments, T output tokens in
+    S s, X tok/s"."""
+    m = re.fullmatch(re.escape(str(path)) + r": (\d+) segments, (\d+) output tokens in [\d.]+ s, ([\d.]+) tok/s",
+                     stderr.strip().splitlines()[-1])
+    assert m, stderr
+    return int(m[1]), int(m[2]), float(m[3])
+
+
 def test_cli_file_translation_is_line_aligned(tmp_path):
     out = tmp_path / "gemma.envi.gguf"
     trim(need(GEMMA), out)
@@ -102,6 +112,16 @@ def test_cli_file_translation_is_line_aligned(tmp_path):
         assert len(segs) == len(pairs) and all(s.strip() for s in segs)
         if inp.suffix == ".jsonl":
             assert [x["id"] for x in recs] == [0, 1, 2]
+        n, tokens, _ = job_summary(r.stderr, o)
+        assert n == len(pairs) and tokens > 0
+    # --json: each segment's generated tokens, and the job's total (its last stderr line) is their sum
+    r = subprocess.run([sys.executable, "-m", "gguf_trim.cli", "translate", str(out), "--to", "vi", "-i", str(txt),
+                        "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert len(res) == len(pairs) and all(isinstance(x["tokens"], int) and x["tokens"] > 0 for x in res)
+    n, tokens, tok_per_s = job_summary(r.stderr, txt)
+    assert n == len(pairs) and tokens == sum(x["tokens"] for x in res) and tok_per_s > 0
     r = subprocess.run([sys.executable, "-m", "gguf_trim.cli", "translate", str(out), "--to", "vi",
                         "Good night."], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() and not foreign_chars(r.stdout.strip())

@@ -88,13 +88,17 @@ def trim_cmd(models, synth_dir, vocab, synth_split, runs, json_out):
 @click.option("--n-gpu-layers", default=0, show_default=True, help="Layers to offload (CUDA build).")
 @click.option("--flash-attn", "flash", default="both", show_default=True, type=click.Choice(["on", "off", "both"]),
               help="llama.cpp's flash attention in both paths ('both': each model with it on, then off).")
+@click.option("--server-parallel", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Slots (-np) of the stock llama-server run on the same segments, when it is built.")
+@click.option("--no-server", is_flag=True, help="Skip the llama-server comparison.")
 @click.option("--json", "json_out", type=click.Path())
-def translate_cmd(models, pairs, n_pairs, dst, parallels, n_ctx, threads, n_gpu_layers, flash, json_out):
-    """Translation throughput: one segment at a time vs batched decoding, outputs compared."""
+def translate_cmd(models, pairs, n_pairs, dst, parallels, n_ctx, threads, n_gpu_layers, flash, server_parallel,
+                  no_server, json_out):
+    """Translation throughput: one segment at a time vs batched decoding vs stock llama-server, outputs compared."""
     from gguf_trim.bench.translate import machine_line, markdown, measure
 
     rows = measure(list(models), pairs, n_pairs, dst, parallels, n_ctx, threads, n_gpu_layers, flash,
-                   log=lambda m: click.echo(m, err=True))
+                   None if no_server else server_parallel, log=lambda m: click.echo(m, err=True))
     click.echo(machine_line(n_ctx))
     click.echo(markdown(rows))
     if json_out:

@@ -71,11 +71,11 @@ def translate(model, text, dst, src, in_path, out_path, field, column, parallel,
         if text is None:
             from gguf_trim.translate.jobs import translate_file
 
-            outs = translate_file(tr, in_path, out_path, dst, src, field, column, parallel, resume, keep=as_json,
-                                  log=lambda m: click.echo(m, err=True))
-            if as_json:
-                click.echo(json.dumps([{"source": t.source, "translation": t.text, **_lang_fields(t.text, dst)}
-                                       for t in outs], ensure_ascii=False))
+            res = translate_file(tr, in_path, out_path, dst, src, field, column, parallel, resume, keep=as_json,
+                                 log=lambda m: click.echo(m, err=True))
+            if as_json:  # a list of segments; the totals are the job's last line on stderr
+                click.echo(json.dumps([{"source": t.source, "translation": t.text, "tokens": t.tokens,
+                                        **_lang_fields(t.text, dst)} for t in res.translations], ensure_ascii=False))
         elif as_json:
             t = tr.translate(text, dst, src)
             click.echo(json.dumps({"source": t.source, "translation": t.text, "from": t.src, "to": t.dst,

@@ -1,9 +1,11 @@
 """Translation files in and out: segments read from .txt/.jsonl/.tsv and written back in the same shape,
 as resumable jobs (`OutputJob`: each segment appended as it is done, a sidecar recording input and
-settings), and `translate_file`, which runs a Translator over a file through one."""
+settings), and `translate_file`, which runs a Translator over a file through one and says how many
+output tokens it generated and how fast (so throughput is read from the job, without re-tokenizing)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -213,13 +215,35 @@ class OutputJob:
             self.state.unlink(missing_ok=True)
 
 
+@dataclasses.dataclass
+class FileResult:
+    """What a file job did in this run: segments translated (after a --resume, those of this run only),
+    output tokens generated (re-asks included, as in Translation.tokens), wall seconds of the decoding
+    (model load excluded), and the Translations when kept."""
+
+    segments: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    translations: list[Any] = dataclasses.field(default_factory=list)
+
+    @property
+    def tok_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """The end-of-job line: "N segments, T output tokens in S s, X tok/s"."""
+        return (f"{self.segments} segments, {self.tokens} output tokens in {self.seconds:.1f} s, "
+                f"{self.tok_per_s:.1f} tok/s")
+
+
 def translate_file(tr: Any, in_path: str | Path, out_path: str | Path | None, dst: str, src: str = "auto",
                    field: str = "text", column: int = 0, parallel: int | None = None, resume: bool = False,
                    keep: bool = False, progress: bool | None = None,
-                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[Any]:
+                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> FileResult:
     """Batched translation of a file by the Translator `tr`, each finished segment appended to `out_path`
-    in order (an OutputJob: `resume` continues an interrupted one). Returns the Translations when `keep`
-    (else []). An interrupt or a full disk leaves the finished segments saved and says how to go on."""
+    in order (an OutputJob: `resume` continues an interrupted one). Returns the counts of this run (and the
+    Translations when `keep`) and logs them as the job's last line (FileResult.summary). An interrupt or a
+    full disk leaves the finished segments saved and says how to go on."""
     from tqdm import tqdm
 
     segments, records = read_segments(in_path, field, column)
@@ -230,9 +254,10 @@ def translate_file(tr: Any, in_path: str | Path, out_path: str | Path | None, ds
         job = OutputJob(out_path, in_path, job_settings(tr.model, opts, dst, src, field, column, in_path), records,
                         resume=resume)
     start = job.done if job else 0
-    outs = []
+    res = FileResult()
     bar = tqdm(total=len(segments), initial=start, unit="seg",
                disable=not (sys.stderr.isatty() if progress is None else progress))
+    t0 = time.perf_counter()
     try:
         for t in tr.translate_many(segments[start:], dst, src, parallel=parallel):
             if job:
@@ -242,8 +267,11 @@ def translate_file(tr: Any, in_path: str | Path, out_path: str | Path | None, ds
                     raise TrimError(f"{out_path}: cannot write ({e.strerror or e}); {job.done} of {len(segments)} "
                                     "segments are saved: make room and continue with --resume") from None
             if keep:
-                outs.append(t)
+                res.translations.append(t)
+            res.segments += 1
+            res.tokens += t.tokens
             bar.update(1)
+            bar.set_postfix_str(f"{res.tokens / max(time.perf_counter() - t0, 1e-9):.1f} tok/s", refresh=False)
     except KeyboardInterrupt:
         if job:
             job.close()
@@ -254,6 +282,8 @@ def translate_file(tr: Any, in_path: str | Path, out_path: str | Path | None, ds
         bar.close()
         if job:
             job.close()
+    res.seconds = time.perf_counter() - t0
     if job and start:
         log(f"{out_path}: resumed at segment {start + 1}, {len(segments)} of {len(segments)} done")
-    return outs
+    log(f"{out_path or in_path}: {res.summary()}")
+    return res
