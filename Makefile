@@ -160,11 +160,14 @@ bench: setup models
 	$(MAKE) bench-translate
 
 # Translation throughput: sequential vs batched decoding (output tok/s on 64 dev segments), identical
-# outputs and chrF, for Gemma-3-270m (few-shot) and Qwen2.5-Coder-0.5B (chat). Run on an idle machine.
+# outputs and chrF, for Gemma-3-270m (few-shot) and Qwen2.5-Coder-0.5B (chat), and against stock
+# llama-server -np 16 on the same segments (the ratio). Run on an idle machine.
 bench-translate: setup models
 	mkdir -p docs/results
+	$(VPY) -m gguf_trim.cli trim models/qwen2.5-coder-0.5b-instruct.gguf -o models/qwen2.5-coder-0.5b-instruct.envi.gguf
 	$(VPY) -m gguf_trim.cli bench translate models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
-		--pairs $(SHARED)/corpus/dev/prose.en-vi.tsv --n 64 --json docs/results/bench-translate.json
+		models/qwen2.5-coder-0.5b-instruct.envi.gguf --pairs $(SHARED)/corpus/dev/prose.en-vi.tsv --n 64 \
+		--server-parallel 16 --json docs/results/bench-translate.json
 
 # Refining an extension (issue 12): Gemma-3-270m trimmed, extended with 2,000 compound words ranked on the
 # training text, then the new rows trained on train/vi.txt (train/en.txt is given too: refine's --mix auto
