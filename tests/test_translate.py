@@ -89,7 +89,8 @@ def test_guard_can_be_switched_on_for_an_untrimmed_model():
 def job_summary(stderr: str, path) -> tuple[int, int, float]:
     """Segments, output tokens and tok/s of a file job's last line: "PATH: N segments, T output tokens in
     S s, X tok/s"."""
-    m = re.fullmatch(re.escape(str(path)) + r": (\d+) segments, (\d+) output tokens in [\d.]+ s, ([\d.]+) tok/s",
+    m = re.fullmatch(re.escape(str(path)) + r": (\d+) segments, (\d+) output tokens in [\d.]+ s, ([\d.]+) tok/s"
+                     r"(; warning: \d+ outputs? (is|are) not in \w+ .*)?",
                      stderr.strip().splitlines()[-1])
     assert m, stderr
     return int(m[1]), int(m[2]), float(m[3])
@@ -125,3 +126,33 @@ def test_cli_file_translation_is_line_aligned(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gguf_trim.cli", "translate", str(out), "--to", "vi",
                         "Good night."], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() and not foreign_chars(r.stdout.strip())
+
+
+def test_wrong_language_is_never_silent(tmp_path):
+    """A TEXT whose output stays English gets a one-line warning on stderr, streamed or not; with --reask
+    a single TEXT gives the re-asked result (as --json does), not the streamed first answer; a file job
+    counts such outputs on its last line."""
+    out = tmp_path / "qwen.envi.gguf"
+    trim(need(QWEN), out)
+    text = "Click Save."  # Qwen2.5-Coder-0.5B copies it unchanged when asked for Vietnamese
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", "gguf_trim.cli", "translate", str(out), "--to", "vi", *args],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    r = run(text)
+    assert r.stdout.strip() == text
+    assert "warning: the output (en) is not in Vietnamese" in r.stderr and "--reask" in r.stderr
+    j = json.loads(run("--reask", "--json", text).stdout)
+    assert j["reasked"] is True
+    r = run("--reask", text)
+    assert r.stdout.strip() == j["translation"]
+    assert ("warning" in r.stderr) == j["wrong_lang"]
+    inp = tmp_path / "in.txt"
+    inp.write_text(f"{text}\n{text}\n", encoding="utf-8")
+    r = run("-i", str(inp), "-o", str(tmp_path / "o.txt"))
+    assert (tmp_path / "o.txt").read_text(encoding="utf-8").splitlines() == [text, text]
+    assert r.stderr.strip().splitlines()[-1].endswith("; warning: 2 outputs are not in Vietnamese (by the language "
+                                                      "detector); --reask asks the model again")

@@ -23,6 +23,15 @@ def _lang_fields(text: str, dst: str) -> dict:
     return {"lang": lang, "wrong_lang": lang != dst}
 
 
+def _warn_wrong_lang(lang: dict, dst: str, reask: bool) -> None:
+    """One line on stderr when the output is not in the target language: never silent."""
+    if lang.get("wrong_lang"):
+        from gguf_trim.translate.jobs import wrong_lang_note
+
+        note = wrong_lang_note(1, dst, reask).replace("1 output is", f"the output ({lang['lang']}) is")
+        click.echo(f"gguf-trim: warning: {note}" + (", even when asked again" if reask else ""), err=True)
+
+
 @click.command()
 @click.argument("model", type=click.Path())
 @click.argument("text", required=False)
@@ -76,15 +85,24 @@ def translate(model, text, dst, src, in_path, out_path, field, column, parallel,
             if as_json:  # a list of segments; the totals are the job's last line on stderr
                 click.echo(json.dumps([{"source": t.source, "translation": t.text, "tokens": t.tokens,
                                         **_lang_fields(t.text, dst)} for t in res.translations], ensure_ascii=False))
-        elif as_json:
+        elif as_json or opts.reask:
+            # --reask needs the whole output before anything is printed: it may be asked again
             t = tr.translate(text, dst, src)
-            click.echo(json.dumps({"source": t.source, "translation": t.text, "from": t.src, "to": t.dst,
-                                   "tokens": t.tokens, "seconds": round(t.seconds, 3), "guard": t.guarded,
-                                   **_lang_fields(t.text, dst)}, ensure_ascii=False))
+            lang = _lang_fields(t.text, dst)
+            if as_json:
+                click.echo(json.dumps({"source": t.source, "translation": t.text, "from": t.src, "to": t.dst,
+                                       "tokens": t.tokens, "seconds": round(t.seconds, 3), "guard": t.guarded,
+                                       "reasked": t.reasked, **lang}, ensure_ascii=False))
+            else:
+                click.echo(t.text)
+            _warn_wrong_lang(lang, dst, opts.reask)
         else:
+            pieces = []
             for piece in tr.translate(text, dst, src, stream=True):
+                pieces.append(piece)
                 click.echo(piece, nl=False)
             click.echo()
+            _warn_wrong_lang(_lang_fields("".join(pieces).strip(), dst), dst, False)
     finally:
         tr.close()
 

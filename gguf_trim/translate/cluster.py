@@ -172,7 +172,22 @@ def translate_file_ray(model: str, in_path: str, out_path: str, dst: str, src: s
     finally:
         if owned:
             ray.shutdown()
+    _warn_wrong_lang(out, field, column, dst, bool(options.get("reask")))
     return len(segments)
+
+
+def _warn_wrong_lang(out: Path, field: str, column: int, dst: str, reask: bool) -> None:
+    """The merged output's count of segments not in the target language, on stderr (never silent)."""
+    from gguf_trim.runtime.langid import detector
+    from gguf_trim.translate.jobs import wrong_lang_note
+
+    det = detector(required=False)
+    if det is None:
+        return
+    texts, _ = read_segments(out, field, column)
+    n = sum(1 for t in texts if t.strip() and det.detect(t) != dst)
+    if n:
+        print(f"gguf-trim: warning: {out}: {wrong_lang_note(n, dst, reask)}", file=sys.stderr)
 
 
 def _recorded_shards(state: Path, out_path: str) -> int:

@@ -225,6 +225,9 @@ class FileResult:
     tokens: int = 0
     seconds: float = 0.0
     translations: list[Any] = dataclasses.field(default_factory=list)
+    wrong_lang: int | None = None  # outputs not detected in the target language (None: no detector installed)
+    dst: str = "vi"
+    reask: bool = False
 
     @property
     def tok_per_s(self) -> float:
@@ -232,8 +235,20 @@ class FileResult:
 
     def summary(self) -> str:
         """The end-of-job line: "N segments, T output tokens in S s, X tok/s"."""
-        return (f"{self.segments} segments, {self.tokens} output tokens in {self.seconds:.1f} s, "
+        line = (f"{self.segments} segments, {self.tokens} output tokens in {self.seconds:.1f} s, "
                 f"{self.tok_per_s:.1f} tok/s")
+        if self.wrong_lang:
+            line += f"; warning: {wrong_lang_note(self.wrong_lang, self.dst, self.reask)}"
+        return line
+
+
+def wrong_lang_note(n: int, dst: str, reask: bool = False) -> str:
+    """The one-line warning for outputs not in the target language (never silent: issue 27)."""
+    from gguf_trim.translate.prompts import LANG_NAMES
+
+    what = "output is" if n == 1 else "outputs are"
+    return (f"{n} {what} not in {LANG_NAMES[dst]} (by the language detector)"
+            + ("" if reask else "; --reask asks the model again"))
 
 
 def translate_file(tr: Any, in_path: str | Path, out_path: str | Path | None, dst: str, src: str = "auto",
@@ -254,7 +269,12 @@ def translate_file(tr: Any, in_path: str | Path, out_path: str | Path | None, ds
         job = OutputJob(out_path, in_path, job_settings(tr.model, opts, dst, src, field, column, in_path), records,
                         resume=resume)
     start = job.done if job else 0
-    res = FileResult()
+    res = FileResult(dst=dst, reask=bool(tr.reask))
+    from gguf_trim.runtime.langid import detector
+
+    det = detector(required=False)
+    if det is not None:
+        res.wrong_lang = 0
     bar = tqdm(total=len(segments), initial=start, unit="seg",
                disable=not (sys.stderr.isatty() if progress is None else progress))
     t0 = time.perf_counter()
@@ -270,6 +290,8 @@ def translate_file(tr: Any, in_path: str | Path, out_path: str | Path | None, ds
                 res.translations.append(t)
             res.segments += 1
             res.tokens += t.tokens
+            if det is not None and t.text and det.detect(t.text) != dst:
+                res.wrong_lang += 1
             bar.update(1)
             bar.set_postfix_str(f"{res.tokens / max(time.perf_counter() - t0, 1e-9):.1f} tok/s", refresh=False)
     except KeyboardInterrupt:
