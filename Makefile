@@ -212,8 +212,8 @@ bench-finetune: setup-train models
 # A grammar of the allowed characters against the suppress list alone, in stock llama-server (tok/s).
 bench-grammar: setup models
 	$(VPY) -m gguf_trim.cli trim models/qwen2.5-coder-0.5b-instruct.gguf -o models/qwen2.5-coder-0.5b-instruct.envi.gguf
-	$(VPY) -m gguf_trim.bench.grammar models/qwen2.5-coder-0.5b-instruct.envi.gguf --n 12 --tokens 64 \
-		--temperature 0.8 --threads 2
+	$(VPY) -m gguf_trim.cli bench grammar models/qwen2.5-coder-0.5b-instruct.envi.gguf --n 12 --tokens 64 \
+		--temperature 0.8 --threads 2 --json docs/results/bench-grammar.json
 
 # Compact profile frontier: sizes 35-60% chosen from the train corpus; line fidelity on the held-out
 # dev text for all three, bits per byte for the two models with weights; counting speed.

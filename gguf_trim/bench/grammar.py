@@ -7,14 +7,12 @@ speed. One llama-server, one slot, sequential requests alternating without/with 
 prompts and seeds; tok/s is the server's own count of generated tokens over its own decode time
 (`timings.predicted_n / predicted_ms`: sampling, grammar included, but not the prompt).
 
-    python -m gguf_trim.bench.grammar models/qwen2.5-coder-0.5b-instruct.envi.gguf --n 12 --tokens 64
+    gguf-trim bench grammar models/qwen2.5-coder-0.5b-instruct.envi.gguf --n 12 --tokens 64
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 from pathlib import Path
 
 from gguf_trim.export import grammar_gbnf
@@ -67,21 +65,3 @@ def table(r: dict) -> str:
          "median pair ratio"],
         [[Path(r["model"]).name, r["n"], f"{r['tokens_key']} / {r['tokens_grammar']}", f"{r['tok_s_key']:.1f}",
           f"{r['tok_s_grammar']:.1f}", f"{r['ratio']:.2f}", f"{r['median_pair_ratio']:.2f}"]], align="lrrrrrr")
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m gguf_trim.bench.grammar", description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", help="a trimmed GGUF (with its suppress key)")
-    ap.add_argument("--n", type=int, default=12, help="completions per mode (default 12)")
-    ap.add_argument("--tokens", type=int, default=64, help="max tokens per completion (default 64)")
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args(argv)
-    r = measure(a.model, a.n, a.tokens, a.temperature, a.threads)
-    print(f"llama-server, {a.threads} threads, temperature {a.temperature}, 1 slot, sequential requests; "
-          f"tok/s = generated tokens / decode time (server timings)\n")
-    print(table(r))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,4 +1,5 @@
-"""`gguf-trim bench finetune`: chrF of base + LoRA adapter against the base (the train extra)."""
+"""`gguf-trim bench finetune` (chrF of base + LoRA adapter against the base; the train extra) and
+`gguf-trim bench grammar` (the allowed-character grammar's decode cost in stock llama-server)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,23 @@ def finetune_cmd(model, pairs, texts, dev, n_dev, adapter, json_out, md_out, **f
         write_json(json_out, rep)
     if md_out:
         write_text(md_out, text)
+
+
+@click.command("grammar")
+@click.argument("model", type=click.Path())
+@click.option("--n", default=12, show_default=True, help="Completions per mode.")
+@click.option("--tokens", default=64, show_default=True, help="Max tokens per completion.")
+@click.option("--temperature", default=0.8, show_default=True)
+@click.option("--threads", default=2, show_default=True)
+@click.option("--json", "json_out", type=click.Path(), help="Write the result as JSON.")
+def grammar_cmd(model, n, tokens, temperature, threads, json_out):
+    """Decode tok/s of stock llama-server on MODEL (a trimmed file, its suppress key) with and without the
+    English/Vietnamese grammar `gguf-trim export` writes."""
+    from gguf_trim.bench.grammar import measure, table
+
+    r = measure(model, n, tokens, temperature, threads)
+    click.echo(f"llama-server, {threads} threads, temperature {temperature}, 1 slot, sequential requests; "
+               "tok/s = generated tokens / decode time (server timings)\n")
+    click.echo(table(r))
+    if json_out:
+        write_json(json_out, r)
