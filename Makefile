@@ -21,7 +21,7 @@ CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
 .PHONY: llama-tools cmake-args setup setup-gpu setup-train setup-ray vendor models models-big test test-train test-ray lint demo bench bench-translate \
-	bench-refine bench-finetune bench-grammar frontier clean docs-cli
+	bench-refine bench-finetune bench-grammar bench-runtimes frontier clean docs-cli
 
 # The venv with llama-cpp-python, and llama.cpp's own tools for the tests of stock llama-server (marker `server`).
 setup: $(VENV)/.installed llama-tools
@@ -208,6 +208,14 @@ bench-finetune: setup-train models
 	$(VPY) -m gguf_trim.cli bench finetune $(GEMMA_ENVI).gguf --pairs $(SHARED)/corpus/train/prose.en-vi.tsv \
 		--dev $(SHARED)/corpus/dev/prose.en-vi.tsv --n 64 -o $(GEMMA_ENVI).lora.gguf --tokens $(FINETUNE_TOKENS) \
 		--eval-every 25 --json docs/results/bench-finetune.json --md docs/results/bench-finetune.md $(FINETUNE_ARGS)
+
+# Foreign-script outputs on adversarial prompts (asking for Chinese, Japanese, Korean, Russian, Thai) in stock
+# llama-server and in gguf-trim's llama-cpp-python path (script guard): original, trimmed --no-suppress,
+# trimmed + suppress list, + allowed-character grammar (issue 26). About 25 min on 2 cores.
+bench-runtimes: setup models
+	mkdir -p docs/results
+	$(VPY) -m gguf_trim.cli bench runtimes models/qwen2.5-coder-0.5b-instruct.gguf \
+		--json docs/results/runtimes.json --md docs/results/runtimes.md
 
 # A grammar of the allowed characters against the suppress list alone, in stock llama-server (tok/s).
 bench-grammar: setup models

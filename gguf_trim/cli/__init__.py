@@ -15,7 +15,7 @@ import sys
 import click
 
 from gguf_trim import __version__
-from gguf_trim.cli import bench, bench_finetune, export, extend, translate, trim, tune
+from gguf_trim.cli import bench, bench_finetune, bench_runtimes, export, extend, translate, trim, tune
 from gguf_trim.cli.common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED
 from gguf_trim.errors import InternalError, TrimError
 
@@ -70,6 +70,8 @@ for _cmd in (trim.trim, trim.plan, trim.verify, trim.inspect, trim.diff, transla
              export.export):
     main.add_command(_cmd)
 bench.bench.add_command(bench_finetune.finetune_cmd)
+bench.bench.add_command(bench_finetune.grammar_cmd)
+bench.bench.add_command(bench_runtimes.runtimes_cmd)
 # Old names of the bench subcommands (before `gguf-trim bench` was a group).
 main.add_command(hidden_alias(bench.trim_cmd), "bench-trim")
 main.add_command(hidden_alias(bench.frontier_cmd), "frontier")

