@@ -111,3 +111,22 @@ def test_bad_input(tuned):
     other = synth(d, n_embd=64, seed=1)
     r = CliRunner().invoke(main, ["translate", str(other), "--to", "vi", "--lora", str(adapter), "Hello."])
     assert r.exit_code == 2 and "another model" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+@pytest.mark.server
+def test_llama_server_applies_the_adapter(tuned):
+    """Stock llama-server --lora loads the adapter; its greedy completion is gguf-trim's with the adapter."""
+    from gguf_trim.runtime.server import LlamaServer
+    from gguf_trim.translate.translator import Translator
+
+    base, adapter, *_ = tuned
+    tr = Translator(base, n_ctx=512, guard=False, lora=(LoraSpec(adapter),))
+    try:
+        prompt = tr.prompt_tokens("The file was saved.", "en", "vi")
+        ours = tr._llm.create_completion(prompt, max_tokens=8, temperature=0.0, repeat_penalty=1.0)
+        ours_text = ours["choices"][0]["text"]
+    finally:
+        tr.close()
+    with LlamaServer(base, n_ctx=512, threads=2, args=["--lora", str(adapter)]) as s:
+        got = s.complete(prompt, n_predict=8, temperature=0.0, cache_prompt=False)
+    assert got["content"] == ours_text
