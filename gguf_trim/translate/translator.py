@@ -112,8 +112,12 @@ class Translator:
         if self.lora:
             from gguf_trim.runtime.llama import Adapters
 
-            self._adapters = Adapters(self._llm, self.model, list(self.lora))
-            self._adapters.apply(self._llm._ctx.ctx)
+            try:
+                self._adapters = Adapters(self._llm, self.model, list(self.lora))
+                self._adapters.apply(self._llm._ctx.ctx)
+            except TrimError:
+                self.close()
+                raise
         with open_model(self.model) as g:
             ids = file_suppress(g)
         n = self._llm.n_vocab()
