@@ -26,7 +26,7 @@ from gguf_trim.errors import TrimError
 from gguf_trim.files import atomic_write, check_output
 from gguf_trim.format.shards import open_model, split_name
 from gguf_trim.vocab.charset import ALLOWED
-from gguf_trim.vocab.suppress import file_suppress, guard_view, never_allowed
+from gguf_trim.vocab.suppress import file_suppress, suppressible
 from gguf_trim.vocab.vocabulary import Vocab
 
 # OpenAI's API takes -100..100, and -100 is its documented "ban". llama-server also takes `false` (-inf),
@@ -91,9 +91,7 @@ def suppress_ids(model: str | Path) -> tuple[np.ndarray, bool]:
         vocab = Vocab.from_gguf(g)
     if len(ids):
         return np.unique(ids[(ids >= 0) & (ids < vocab.n)]), True
-    specials = {i for i in list(vocab.special_ids.values()) + list(vocab.implicit_special_ids.values())
-                if 0 <= i < vocab.n}
-    return never_allowed(*guard_view(vocab.pieces, vocab.types), exclude=specials).astype(np.int64), False
+    return suppressible(vocab.pieces, vocab.types, vocab.named_special_ids).astype(np.int64), False
 
 
 def logit_bias(model: str | Path) -> dict[str, int]:

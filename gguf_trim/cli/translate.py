@@ -28,7 +28,7 @@ def _warn_wrong_lang(lang: dict, dst: str, reask: bool) -> None:
     if lang.get("wrong_lang"):
         from gguf_trim.translate.jobs import wrong_lang_note
 
-        note = wrong_lang_note(1, dst, reask).replace("1 output is", f"the output ({lang['lang']}) is")
+        note = wrong_lang_note(1, dst, reask, what=f"the output ({lang['lang']}) is")
         click.echo(f"gguf-trim: warning: {note}" + (", even when asked again" if reask else ""), err=True)
 
 

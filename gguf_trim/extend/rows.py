@@ -11,19 +11,17 @@ through an .npz (`--import-rows`), in the format `extend --export-rows` writes.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf.constants import GGUFValueType
 
 from gguf_trim.errors import GGUFError, InternalError, TrimError
 from gguf_trim.files import atomic_write, check_output, copy_range
-from gguf_trim.format.gguffile import GGUFFile, OutTensor, encode_field, write_gguf
-from gguf_trim.format.keys import EXTENDED_FROM_N_VOCAB, REFINED_PREFIX
+from gguf_trim.format.gguffile import GGUFFile, OutTensor, write_gguf
+from gguf_trim.format.keys import EXTENDED_FROM_N_VOCAB, REFINED_PREFIX, encode_record
 from gguf_trim.format.quant import encode_rows, rows_float
 from gguf_trim.format.shards import open_model
 from gguf_trim.rewrite.metadata import vocab_tensors
@@ -313,11 +311,7 @@ def write_rows(model: str | Path, output: str | Path, rows: dict[str, np.ndarray
             encoded[name] = encode_rows(x, t.ggml_type)
             assert len(encoded[name]) == len(added.ids) * (t.nbytes // t.shape[-1])
         kv = [f.raw for name, f in g.fields.items() if not name.startswith(REFINED_PREFIX)]
-        for key, value in (meta or {}).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                value = json.dumps(value)
-            vtype = {int: GGUFValueType.UINT64, float: GGUFValueType.FLOAT64}.get(type(value), GGUFValueType.STRING)
-            kv.append(encode_field(REFINED_PREFIX + key, vtype, value))
+        kv += encode_record(REFINED_PREFIX, meta or {})
         tensors = [OutTensor(t.name, t.shape, t.ggml_type, t.nbytes,
                              _writer(g, t, added.ids, encoded[t.name]) if t.name in encoded else _writer(g, t))
                    for t in g.tensors]

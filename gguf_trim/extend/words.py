@@ -24,7 +24,7 @@ from gguf_trim.format.quant import encode_rows, rows_float
 from gguf_trim.format.shards import SPLIT_KEYS, open_model
 from gguf_trim.rewrite.metadata import vocab_tensors
 from gguf_trim.runtime.loadcheck import load_check
-from gguf_trim.vocab.suppress import file_suppress, guard_view, never_allowed
+from gguf_trim.vocab.suppress import file_suppress, suppressible
 from gguf_trim.vocab.vocabulary import SUPPRESS_KEY, USER_DEFINED, Vocab
 
 MAX_PIECE_BYTES = 32  # llama-cpp-python's detokenize drops longer pieces
@@ -165,8 +165,7 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
         if suppress and langs and set(langs.split(",")) <= {"en", "vi"}:
             pieces = vocab.pieces + [x.encode() for x in new]
             types = np.concatenate([vocab.types, np.full(len(new), USER_DEFINED, dtype=vocab.types.dtype)])
-            specials = set(vocab.special_ids.values()) | set(vocab.implicit_special_ids.values())
-            listed = np.union1d(listed, never_allowed(*guard_view(pieces, types), exclude=specials))
+            listed = np.union1d(listed, suppressible(pieces, types, vocab.named_special_ids))
         if len(listed):
             kv.append(encode_field(SUPPRESS_KEY, GGUFValueType.ARRAY, listed.astype(np.int32), GGUFValueType.INT32))
         kv.append(encode_field(keys.EXTENDED_FROM_N_VOCAB, GGUFValueType.UINT32, n_old))

@@ -15,7 +15,7 @@ from gguf_trim.format.keys import PROVENANCE_PREFIX
 from gguf_trim.format.shards import SPLIT_KEYS, GGUFModel
 from gguf_trim.rewrite.padding import PAD_TEXT
 from gguf_trim.selection.selection import Selection, kept_merges
-from gguf_trim.vocab.suppress import guard_view, never_allowed
+from gguf_trim.vocab.suppress import suppressible
 from gguf_trim.vocab.vocabulary import SPECIAL_ID_KEYS, SUPPRESS_KEY, UNUSED
 
 
@@ -95,9 +95,7 @@ def suppress_list(sel: Selection, n_pad: int, source_ids: np.ndarray | None = No
     new_id[kept] = np.arange(len(kept))
     pieces = [vocab.pieces[i] for i in kept.tolist()] + [b""] * n_pad
     types = np.concatenate([vocab.types[kept], np.full(n_pad, UNUSED, dtype=vocab.types.dtype)])
-    specials = {int(new_id[i]) for i in list(vocab.special_ids.values()) + list(vocab.implicit_special_ids.values())
-                if 0 <= i < vocab.n and new_id[i] >= 0}
-    ids = never_allowed(*guard_view(pieces, types), exclude=specials)
+    ids = suppressible(pieces, types, [new_id[i] for i in vocab.named_special_ids if new_id[i] >= 0])
     if source_ids is not None and len(source_ids):
         ids = np.union1d(ids, source_ids)
     return ids.astype(np.int32)

@@ -22,7 +22,7 @@ from gguf_trim.errors import TrimError
 from gguf_trim.format import keys
 from gguf_trim.format.shards import model_size, open_model
 from gguf_trim.runtime.llama import check_loads, end_ids, load_llama, tokenize
-from gguf_trim.vocab.suppress import file_suppress, guard_view, never_allowed
+from gguf_trim.vocab.suppress import file_suppress, suppressible
 from gguf_trim.vocab.vocabulary import Vocab
 
 
@@ -152,9 +152,8 @@ def check_suppress(original: str | Path, trimmed: str | Path, kept: np.ndarray) 
         ids = file_suppress(g)
     with open_model(original) as g:
         source_ids = set(file_suppress(g).tolist())
-    pieces, always_ok = guard_view(vt.pieces, vt.types)
-    specials = set(vt.special_ids.values()) | set(vt.implicit_special_ids.values())
-    guard_ids = set(never_allowed(pieces, always_ok, exclude=specials).tolist())
+    specials = vt.named_special_ids
+    guard_ids = set(suppressible(vt.pieces, vt.types, specials).tolist())
     problems = []
     for i in ids.tolist():
         if not 0 <= i < vt.n:

@@ -242,12 +242,13 @@ class FileResult:
         return line
 
 
-def wrong_lang_note(n: int, dst: str, reask: bool = False) -> str:
-    """The one-line warning for outputs not in the target language (never silent: issue 27)."""
+def wrong_lang_note(n: int, dst: str, reask: bool = False, what: str | None = None) -> str:
+    """The one-line warning for outputs not in the target language (never silent: issue 27); `what`
+    names them instead of the count ("the output (en) is")."""
     from gguf_trim.translate.prompts import LANG_NAMES
 
-    what = "output is" if n == 1 else "outputs are"
-    return (f"{n} {what} not in {LANG_NAMES[dst]} (by the language detector)"
+    what = what or (f"{n} output is" if n == 1 else f"{n} outputs are")
+    return (f"{what} not in {LANG_NAMES[dst]} (by the language detector)"
             + ("" if reask else "; --reask asks the model again"))
 
 

@@ -21,6 +21,7 @@ from gguf.constants import GGMLQuantizationType, GGUFValueType
 from gguf_trim.errors import GGUFError, InternalError, TrimError
 from gguf_trim.files import atomic_write
 from gguf_trim.format.gguffile import GGUFFile, OutTensor, encode_field, write_gguf
+from gguf_trim.format.keys import FINETUNE_PREFIX, encode_record
 from gguf_trim.format.shards import open_model
 
 F32 = int(GGMLQuantizationType.F32)
@@ -47,18 +48,12 @@ class LoraSpec:
 def write_adapter(path: str | Path, arch: str, alpha: float, weights: dict[str, tuple[np.ndarray, np.ndarray]],
                   meta: dict[str, Any] | None = None, check=None) -> Path:
     """Write an adapter: `weights[W] = (A (r, n_in), B (n_out, r))` in PyTorch's row-major shapes, which are
-    the GGML shapes [n_in, r] and [r, n_out]. `meta`: gguf_trim.finetune.* keys. Atomic (`check` runs on the
+    the GGML shapes [n_in, r] and [r, n_out]. `meta`: the gguf_trim.finetune.* record. Atomic (`check` runs on the
     temp file before the rename)."""
     S = GGUFValueType.STRING
     kv = [encode_field("general.architecture", S, arch), encode_field("general.type", S, "adapter"),
           encode_field("adapter.type", S, "lora"), encode_field("adapter.lora.alpha", GGUFValueType.FLOAT32, alpha)]
-    for key, value in (meta or {}).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            import json
-
-            value = json.dumps(value)
-        vtype = {int: GGUFValueType.UINT64, float: GGUFValueType.FLOAT64}.get(type(value), S)
-        kv.append(encode_field(f"gguf_trim.finetune.{key}", vtype, value))
+    kv += encode_record(FINETUNE_PREFIX, meta or {})
     tensors = []
     for name in sorted(weights):
         a, b = (np.ascontiguousarray(x, dtype=np.float32) for x in weights[name])
@@ -80,7 +75,7 @@ def check_adapter(adapter: str | Path, model: str | Path) -> dict[str, Any]:
             arch = a.arch
             alpha = a.get("adapter.lora.alpha")
             shapes = {t.name: t.shape for t in a.tensors}
-            meta = {k: f.value for k, f in a.fields.items() if k.startswith("gguf_trim.finetune.")}
+            meta = {k: f.value for k, f in a.fields.items() if k.startswith(FINETUNE_PREFIX)}
     except GGUFError as e:
         raise TrimError(f"{adapter}: not a GGUF adapter ({e})") from None
     if kind != "adapter" or atype != "lora" or alpha is None:

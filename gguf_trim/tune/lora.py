@@ -84,6 +84,13 @@ def adapter_weights(peft_model: Any, names: dict[str, str]) -> dict[str, tuple[n
     return out
 
 
+def head_logits(inner: Any, h: torch.Tensor) -> torch.Tensor:
+    """float32 logits of final hidden states, soft-capped where the model caps them (Gemma 2)."""
+    logits = inner.lm_head(h).float()
+    cap = getattr(inner.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
 def example_loss(model: Any, batch: list[Example], device: torch.device) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over the target positions of a batch (logits only where they are scored:
     the output matrix over a 100k+ vocabulary is most of the memory otherwise)."""
@@ -99,10 +106,7 @@ def example_loss(model: Any, batch: list[Example], device: torch.device) -> tupl
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     h = inner.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     tgt = torch.roll(ids, -1, dims=1)[score]
-    logits = inner.lm_head(h[score]).float()
-    cap = getattr(inner.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+    logits = head_logits(inner, h[score])
     n = int(tgt.numel())
     return F.cross_entropy(logits, tgt, reduction="sum") / max(n, 1), n
 
@@ -141,10 +145,7 @@ def logits_check(model_path: str | Path, adapter: str | Path, peft_model: Any, e
                 ctx = peft_model.disable_adapter() if not use else contextlib.nullcontext()
                 with ctx:
                     h = inner.model(input_ids=ids, use_cache=False).last_hidden_state[0, e.n_prompt - 1: -1]
-                    b = inner.lm_head(h).float()
-                cap = getattr(inner.config, "final_logit_softcapping", None)
-                if cap:
-                    b = torch.tanh(b / cap) * cap
+                    b = head_logits(inner, h)
                 worst = max(worst, float((a - b).abs().max()))
                 agree += int((a.argmax(-1) == b.argmax(-1)).sum())
                 pos += len(a)

@@ -16,6 +16,7 @@ Jamo, Khmer, Ethiopic...; 0xE2 punctuation and CJK radicals; 0xEF ligatures and 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -66,6 +67,12 @@ def never_allowed(pieces: list[bytes], always_ok: np.ndarray, exclude: set[int] 
         if not any(continue_ok(p, piece)[0] for p in states):
             out.append(i)
     return np.asarray(out, dtype=np.int32)
+
+
+def suppressible(pieces: list[bytes], types: np.ndarray, specials: Iterable[int] = ()) -> np.ndarray:
+    """The ids `trim` lists for a vocabulary given as stored pieces and token types: what the guard never
+    allows (`never_allowed` over `guard_view`), the `specials` (ids special-token keys name) excluded."""
+    return never_allowed(*guard_view(pieces, types), exclude=frozenset(int(i) for i in specials))
 
 
 def file_suppress(g: Any) -> np.ndarray:

@@ -129,6 +129,11 @@ class Vocab:
     source: str = ""
     add_space_prefix: bool = False  # SPM: llama.cpp puts a space before text (default on unless the key says no)
 
+    @property
+    def named_special_ids(self) -> set[int]:
+        """Ids a special-token key names, explicitly or by llama.cpp's default (in range)."""
+        return {i for i in [*self.special_ids.values(), *self.implicit_special_ids.values()] if 0 <= i < self.n}
+
     @classmethod
     def from_gguf(cls, g: GGUFFile) -> Vocab:
         p = str(g.path)
