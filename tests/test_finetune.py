@@ -12,6 +12,7 @@ from gguf.constants import GGMLQuantizationType as Q
 
 from gguf_trim import GGUFFile, trim
 from gguf_trim.cli import main
+from gguf_trim.extend.rows import added_rows, open_single, read_rows
 from gguf_trim.files import file_sha256
 from gguf_trim.runtime.llama import Adapters, load_llama
 from gguf_trim.tune.adapter import LoraSpec
@@ -130,3 +131,81 @@ def test_llama_server_applies_the_adapter(tuned):
     with LlamaServer(base, n_ctx=512, threads=2, args=["--lora", str(adapter)]) as s:
         got = s.complete(prompt, n_predict=8, temperature=0.0, cache_prompt=False)
     assert got["content"] == ours_text
+
+
+def test_shared_prompt_prefix_gives_the_same_loss_and_gradients(tuned):
+    """The prompt prefix every example of a direction begins with is run once per group and its keys and
+    values repeated: the loss and the LoRA gradients equal those of running every example whole."""
+    import torch
+
+    from gguf_trim.extend.float_model import load_float_model
+    from gguf_trim.translate.translator import Translator
+    from gguf_trim.tune.data import render_pair
+    from gguf_trim.tune.lora import add_lora, example_loss, prefix_groups
+    from gguf_trim.tune.options import FinetuneOptions
+
+    base, *_ = tuned
+    rows = [line.split("\t")[:2] for line in need(PAIRS).read_text(encoding="utf-8").splitlines()[200:204]]
+    tr = Translator(base, n_ctx=512, guard=False)
+    try:
+        batch = [render_pair(tr, en, vi, d) for en, vi in rows for d in ("en-vi", "vi-en")]
+    finally:
+        tr.close()
+    groups = prefix_groups(batch)
+    assert sorted(len(g) for _, g in groups) == [4, 4] and all(p >= 16 for p, _ in groups), groups
+    assert all(p < e.n_prompt for p, g in groups for e in g)
+    torch.manual_seed(0)
+    model, _ = add_lora(load_float_model(base), "qwen2", 1, FinetuneOptions(rank=4))
+    for mod in model.modules():
+        if hasattr(mod, "lora_B") and "default" in getattr(mod, "lora_B", {}):
+            torch.nn.init.normal_(mod.lora_B["default"].weight, std=0.05)
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = {}
+    for share in (False, True):
+        model.zero_grad()
+        loss, n = example_loss(model, batch, torch.device("cpu"), share_prefix=share)
+        loss.backward()
+        got[share] = float(loss), n, torch.cat([p.grad.flatten() for p in params])
+    assert got[True][1] == got[False][1] > 0
+    assert abs(got[True][0] - got[False][0]) < 1e-4 * abs(got[False][0])
+    assert float((got[True][2] - got[False][2]).norm() / got[False][2].norm()) < 1e-4
+
+
+def test_refine_to_trains_the_added_rows_with_the_adapter(tmp_path, tuned):
+    """`--refine-to`: extend's rows and the LoRA in one run. The copy differs from the input only in the
+    added rows, the input is untouched, the adapter names the copy as its base and passed the llama.cpp
+    logits check on it. A file extend did not write gets one line and nothing is written."""
+    from tests.test_refine import WORDS, assert_only_new_rows_differ, extended_synth
+
+    ext = extended_synth(tmp_path, Q.Q8_0, Q.Q8_0, n_embd=128, n_ff=256)
+    rows = [ln for ln in need(PAIRS).read_text(encoding="utf-8").splitlines(True)
+            if any(w in ln.split("\t")[1].lower() for w in WORDS if len(ln.split("\t")) > 1)][:60]
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(rows), encoding="utf-8")
+    sha = file_sha256(ext)
+    out, refined, rep = tmp_path / "a.lora.gguf", tmp_path / "m.refined.gguf", tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["finetune", str(ext), "--pairs", str(pairs), "-o", str(out), "--refine-to",
+                                  str(refined), "--steps", "20", "--batch", "4", "--lr", "0.005", "--rows-lr", "0.02",
+                                  "--rank", "4", "--seq-len", "320", "--heldout", "4", "--check-lines", "2",
+                                  "--device", "cpu", "--json", str(rep)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(rep.read_text())
+    assert file_sha256(ext) == sha
+    assert_only_new_rows_differ(ext, refined)
+    with open_single(ext) as g, open_single(refined) as h:
+        added = added_rows(g)
+        before, after = read_rows(g, added), read_rows(h, added)
+    assert rep["refined"]["rows"] == len(added.ids) > 0
+    assert all(not np.allclose(before[k], after[k]) for k in added.tensors)
+    with GGUFFile(out) as g:
+        assert g.fields["gguf_trim.finetune.base_sha256"].text() == file_sha256(refined) == rep["refined"]["sha256"]
+    assert rep["heldout_loss_after"] < rep["heldout_loss_before"]
+    assert rep["logits_check"]["adapter"]["argmax_agreement"] >= 0.9
+    assert ids_logits(refined, [1, 2, 3], LoraSpec(out)).shape[0] == 3
+
+    base, *_ = tuned  # trimmed, not extended
+    bad_a, bad_b = tmp_path / "x.lora.gguf", tmp_path / "x.refined.gguf"
+    r = CliRunner().invoke(main, ["finetune", str(base), "--pairs", str(pairs), "-o", str(bad_a), "--refine-to",
+                                  str(bad_b), "--steps", "1"])
+    assert r.exit_code == 2 and "not extended" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not bad_a.exists() and not bad_b.exists()

@@ -22,21 +22,23 @@ from gguf_trim.tune.options import FinetuneOptions
 
 
 def run(model: str, pairs: list[str], dev: str, adapter: str, n: int, opts: FinetuneOptions,
-        texts: list[str] = (), log=print) -> dict[str, Any]:
-    """Train (unless `adapter` exists and `opts` is None), then evaluate both; returns the report."""
+        texts: list[str] = (), log=print, refine_to: str | None = None) -> dict[str, Any]:
+    """Train, then evaluate MODEL and the adapter on MODEL (on `refine_to` when the rows were trained
+    too); returns the report."""
     from gguf_trim.translate.evaluate import evaluate, read_pairs
     from gguf_trim.tune.lora import finetune
 
     t0 = time.perf_counter()
-    tuned = finetune(model, pairs, adapter, texts, opts, log=log).report
+    tuned = finetune(model, pairs, adapter, texts, opts, log=log, refine_to=refine_to).report
     train_secs = time.perf_counter() - t0
     data = read_pairs(dev, n)
     rows = {}
-    for label, lora in (("base", ()), ("base + adapter", (LoraSpec(Path(adapter)),))):
-        r = evaluate(model, data, lora=lora, threads=opts.threads)
+    tuned_label = "refined + adapter" if refine_to else "base + adapter"
+    for label, path, lora in (("base", model, ()), (tuned_label, refine_to or model, (LoraSpec(Path(adapter)),))):
+        r = evaluate(path, data, lora=lora, threads=opts.threads)
         rows[label] = {d: {k: x[k] for k in ("chrf", "bleu", "wrong_lang", "outputs_with_foreign", "segments",
                                              "tok_per_s")} for d, x in r["directions"].items()}
-    gain = {d: rows["base + adapter"][d]["chrf"] - rows["base"][d]["chrf"] for d in rows["base"]}
+    gain = {d: rows[tuned_label][d]["chrf"] - rows["base"][d]["chrf"] for d in rows["base"]}
     return {"model": Path(model).name, "adapter": str(adapter), "dev": str(dev), "dev_pairs": len(data),
             "train_seconds": round(train_secs, 1), "finetune": tuned, "eval": rows, "chrf_gain": gain,
             "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores"}

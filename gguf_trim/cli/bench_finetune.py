@@ -19,10 +19,12 @@ from gguf_trim.tune.options import FinetuneOptions
 @click.option("--dev", required=True, type=click.Path(), help="Dev pairs (English<TAB>Vietnamese) never trained on.")
 @click.option("--n", "n_dev", default=64, show_default=True, help="Dev pairs, spread over the file.")
 @click.option("-o", "--adapter", required=True, type=click.Path(), help="Adapter GGUF to write.")
+@click.option("--refine-to", type=click.Path(), help="Also train extend's rows into this copy of MODEL (finetune's "
+                                                     "--refine-to); the adapter is evaluated on it.")
 @click_options(FinetuneOptions)
 @click.option("--json", "json_out", type=click.Path(), help="Write the report as JSON.")
 @click.option("--md", "md_out", type=click.Path(), help="Write the table as markdown.")
-def finetune_cmd(model, pairs, texts, dev, n_dev, adapter, json_out, md_out, **flags):
+def finetune_cmd(model, pairs, texts, dev, n_dev, adapter, refine_to, json_out, md_out, **flags):
     """Fine-tune MODEL on --pairs, then evaluate MODEL and MODEL + adapter on --dev, both directions."""
     from gguf_trim.extend.rows import require_train_stack
 
@@ -30,7 +32,8 @@ def finetune_cmd(model, pairs, texts, dev, n_dev, adapter, json_out, md_out, **f
     from gguf_trim.bench.finetune import run, table
 
     opts, _ = from_params(FinetuneOptions, flags, progress=sys.stderr.isatty())
-    rep = run(model, list(pairs), dev, adapter, n_dev, opts, list(texts), log=lambda m: click.echo(m, err=True))
+    rep = run(model, list(pairs), dev, adapter, n_dev, opts, list(texts), log=lambda m: click.echo(m, err=True),
+              refine_to=refine_to)
     text = table(rep)
     click.echo(text)
     if json_out:

@@ -19,9 +19,12 @@ from gguf_trim.tune.options import FinetuneOptions
 @click.option("--text", "texts", multiple=True, type=click.Path(),
               help="Monolingual Vietnamese text (one segment per line) mixed in by --text-share; repeatable.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Adapter GGUF to write.")
+@click.option("--refine-to", type=click.Path(),
+              help="For a file `extend` wrote: also train its added rows in the same run (refine's stage) and "
+                   "write them into this copy of MODEL; the adapter is then for the copy.")
 @click_options(FinetuneOptions)
 @click.option("--json", "json_out", type=click.Path(), help="Write the report (curve, data, logits check) as JSON.")
-def finetune(model, pairs, texts, output, json_out, **flags):
+def finetune(model, pairs, texts, output, refine_to, json_out, **flags):
     """Fine-tune MODEL for En<->Vi translation as a LoRA adapter GGUF (the base file is never changed).
 
     Apply it with `gguf-trim translate --lora ADAPTER`, `llama-server --lora ADAPTER`, llama-cpp-python's
@@ -38,7 +41,8 @@ def finetune(model, pairs, texts, output, json_out, **flags):
     from gguf_trim.tune.lora import finetune as do_finetune
 
     opts, _ = from_params(FinetuneOptions, flags, progress=sys.stderr.isatty())
-    r = do_finetune(model, list(pairs), output, list(texts), opts, log=lambda m: click.echo(m, err=True))
+    r = do_finetune(model, list(pairs), output, list(texts), opts, log=lambda m: click.echo(m, err=True),
+                    refine_to=refine_to)
     rep = r.report
     if json_out:
         write_json(json_out, rep)
@@ -48,6 +52,9 @@ def finetune(model, pairs, texts, output, json_out, **flags):
                f"{rep['heldout_loss_before']:.4f} -> {rep['heldout_loss_after']:.4f}")
     click.echo(f"  pairs: {rep['read_pairs']:,} read, {rep['train_pairs']:,} trained, {rep['heldout_pairs']} held out; "
                f"dropped: {drops}")
+    if rep["refined"]:
+        click.echo(f"{rep['refined']['output']}: MODEL with its {rep['refined']['rows']:,} added rows trained "
+                   "(apply the adapter to this file)")
     if rep["logits_check"]:
         b, a = rep["logits_check"]["base"], rep["logits_check"]["adapter"]
         click.echo(f"  llama.cpp vs float model: max |logit diff| {b['max_abs_diff']} without the adapter, "

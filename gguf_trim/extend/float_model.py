@@ -125,8 +125,8 @@ class RowModel(nn.Module):
             if not self.tied:
                 self.new_out.copy_(torch.from_numpy(rows["output.weight"]))
 
-    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
-        """Final hidden states (after the output norm) for token ids (B, T)."""
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings for token ids (B, T): the frozen rows, the trained ones for added ids."""
         old_w = self.emb.weight[: self.start]
         is_new = (ids >= self.start).unsqueeze(-1)
         x = F.embedding(ids.clamp(max=self.start - 1), old_w)
@@ -135,7 +135,11 @@ class RowModel(nn.Module):
             x = torch.where(is_new, new, x)
         if self.scale is not None:
             x = x * self.scale.to(x.dtype)
-        return self.model.model(inputs_embeds=x, use_cache=False).last_hidden_state
+        return x
+
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (after the output norm) for token ids (B, T)."""
+        return self.model.model(inputs_embeds=self.embed(ids), use_cache=False).last_hidden_state
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         old = self.out_old if self.out_old is not None else self.head.weight[: self.start]

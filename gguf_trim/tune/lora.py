@@ -11,6 +11,7 @@ the float model's on held-out examples.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from gguf_trim.errors import InternalError, TrimError
+from gguf_trim.extend.rows import added_rows, open_single, read_rows, write_rows
 from gguf_trim.files import check_output, file_sha256
 from gguf_trim.format.shards import open_model
 from gguf_trim.tune.adapter import LoraSpec, write_adapter
@@ -91,31 +93,87 @@ def head_logits(inner: Any, h: torch.Tensor) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
-def example_loss(model: Any, batch: list[Example], device: torch.device) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over the target positions of a batch (logits only where they are scored:
-    the output matrix over a 100k+ vocabulary is most of the memory otherwise)."""
-    T = max(len(e.ids) for e in batch)
-    ids = torch.zeros((len(batch), T), dtype=torch.long)
-    mask = torch.zeros((len(batch), T), dtype=torch.long)
-    score = torch.zeros((len(batch), T), dtype=torch.bool)
-    for i, e in enumerate(batch):
-        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def prefix_groups(batch: list[Example], min_prefix: int = 16) -> list[tuple[int, list[Example]]]:
+    """The batch split into groups that begin with the same prompt ids (the few-shot examples or the
+    system prompt every example of a direction starts with), with the shared length; never past a
+    member's first scored position. A group of one shares nothing (0)."""
+    groups: list[list] = []
+    for e in batch:
+        for g in groups:
+            k = _common_prefix(g[1][0].ids, e.ids, min(g[0], e.n_prompt - 1))
+            if k >= min_prefix:
+                g[0] = k
+                g[1].append(e)
+                break
+        else:
+            groups.append([e.n_prompt - 1, [e]])
+    return [(p if len(g) > 1 else 0, g) for p, g in groups]
+
+
+def _inputs(inner: Any, rows: Any, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The model's inputs for ids: the ids themselves, or embeddings with the trained added rows."""
+    return {"input_ids": ids} if rows is None else {"inputs_embeds": rows.embed(ids)}
+
+
+def _head(inner: Any, rows: Any, h: torch.Tensor) -> torch.Tensor:
+    return head_logits(inner, h) if rows is None else rows.logits(h).float()
+
+
+def _group_logits(inner: Any, prefix: int, group: list[Example], device: torch.device, rows: Any = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets at the scored positions of one group. Why the shared prefix is run once:
+    a few-shot prompt is ~120 of ~160 tokens, the same in every example of a direction; its keys and
+    values are computed once (with gradients, the LoRA acts on them too) and repeated over the group,
+    which is the same arithmetic as running every example whole, at about half the cost."""
+    # transformers 5 names the argument and the output `cache`; 4.x `past_key_values`.
+    key = "cache" if "cache" in inspect.signature(inner.model.forward).parameters else "past_key_values"
+    cache = None
+    if prefix:
+        pre = torch.tensor([group[0].ids[:prefix]], dtype=torch.long, device=device)
+        cache = getattr(inner.model(**_inputs(inner, rows, pre), use_cache=True), key)
+        cache.batch_repeat_interleave(len(group))
+    T = max(len(e.ids) for e in group) - prefix
+    ids = torch.zeros((len(group), T), dtype=torch.long)
+    mask = torch.zeros((len(group), prefix + T), dtype=torch.long)
+    score = torch.zeros((len(group), T), dtype=torch.bool)
+    for i, e in enumerate(group):
+        ids[i, : len(e.ids) - prefix] = torch.tensor(e.ids[prefix:])
         mask[i, : len(e.ids)] = 1
-        score[i, max(e.n_prompt - 1, 0): len(e.ids) - 1] = True  # position t predicts token t + 1
+        score[i, max(e.n_prompt - 1, 0) - prefix: len(e.ids) - 1 - prefix] = True  # t predicts t + 1
     ids, mask, score = ids.to(device), mask.to(device), score.to(device)
+    h = inner.model(**_inputs(inner, rows, ids), attention_mask=mask, use_cache=cache is not None,
+                    **{key: cache}).last_hidden_state
+    return _head(inner, rows, h[score]), torch.roll(ids, -1, dims=1)[score]
+
+
+def example_loss(model: Any, batch: list[Example], device: torch.device, share_prefix: bool = True,
+                 rows: Any = None) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the target positions of a batch (logits only where they are scored:
+    the output matrix over a 100k+ vocabulary is most of the memory otherwise). `rows`: a RowModel
+    whose added rows are trained too (`--refine-to`)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    h = inner.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-    tgt = torch.roll(ids, -1, dims=1)[score]
-    logits = head_logits(inner, h[score])
-    n = int(tgt.numel())
-    return F.cross_entropy(logits, tgt, reduction="sum") / max(n, 1), n
+    groups = prefix_groups(batch) if share_prefix else [(0, batch)]
+    total, n = None, 0
+    for prefix, group in groups:
+        logits, tgt = _group_logits(inner, prefix, group, device, rows)
+        part = F.cross_entropy(logits, tgt, reduction="sum")
+        total = part if total is None else total + part
+        n += int(tgt.numel())
+    return total / max(n, 1), n
 
 
 @torch.no_grad()
-def heldout_loss(model: Any, examples: list[Example], device: torch.device, batch: int) -> float:
+def heldout_loss(model: Any, examples: list[Example], device: torch.device, batch: int, rows: Any = None) -> float:
     total, n = 0.0, 0
     for i in range(0, len(examples), batch):
-        loss, k = example_loss(model, examples[i:i + batch], device)
+        loss, k = example_loss(model, examples[i:i + batch], device, rows=rows)
         total += float(loss) * k
         n += k
     return total / max(n, 1)
@@ -123,7 +181,7 @@ def heldout_loss(model: Any, examples: list[Example], device: torch.device, batc
 
 @torch.no_grad()
 def logits_check(model_path: str | Path, adapter: str | Path, peft_model: Any, examples: list[Example],
-                 n_ctx: int) -> dict[str, Any]:
+                 n_ctx: int, rows: Any = None) -> dict[str, Any]:
     """Base + adapter through llama.cpp against the float model + LoRA on the same ids: max |logit
     difference| and argmax agreement at the target positions, with and without the adapter (the
     difference without it is what quantized vs dequantized arithmetic alone gives)."""
@@ -144,8 +202,8 @@ def logits_check(model_path: str | Path, adapter: str | Path, peft_model: Any, e
                 ids = torch.tensor([e.ids])
                 ctx = peft_model.disable_adapter() if not use else contextlib.nullcontext()
                 with ctx:
-                    h = inner.model(input_ids=ids, use_cache=False).last_hidden_state[0, e.n_prompt - 1: -1]
-                    b = head_logits(inner, h)
+                    h = inner.model(**_inputs(inner, rows, ids), use_cache=False).last_hidden_state
+                    b = _head(inner, rows, h[0, e.n_prompt - 1: -1])
                 worst = max(worst, float((a - b).abs().max()))
                 agree += int((a.argmax(-1) == b.argmax(-1)).sum())
                 pos += len(a)
@@ -163,14 +221,26 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
 
 
 def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, texts: list[str | Path] = (),
-             opts: FinetuneOptions = FinetuneOptions(), log=print) -> FinetuneResult:
-    """Train a LoRA adapter for translation on `pairs` (TSV/JSONL files) and write it to `output`."""
-    from gguf_trim.extend.float_model import load_float_model, pick_device
+             opts: FinetuneOptions = FinetuneOptions(), log=print, refine_to: str | Path | None = None
+             ) -> FinetuneResult:
+    """Train a LoRA adapter for translation on `pairs` (TSV/JSONL files) and write it to `output`.
+    `refine_to`: also train the rows `extend` added (refine's stage, in the same run) and write
+    them into that copy of `model`; the adapter is then for the copy."""
+    from gguf_trim.extend.float_model import RowModel, load_float_model, pick_device, roundtrip
     from gguf_trim.translate.translator import Translator
 
     out, _ = check_output(output, model)
     if not Path(model).is_file():
         raise TrimError(f"{model}: no such file")
+    added = None
+    if refine_to is not None:
+        refine_to, _ = check_output(refine_to, model)
+        if refine_to.resolve() == out.resolve():
+            raise TrimError(f"--refine-to {refine_to} is the adapter's own -o")
+        with open_single(model) as g:
+            added = added_rows(g)  # one line where the model was not extended
+            rows0 = read_rows(g, added)
+            row_types = {name: g.tensor(name).ggml_type for name in added.tensors}
     all_pairs = [p for path in pairs for p in read_pair_file(path)]
     data = clean_pairs(all_pairs, opts.heldout, opts.seed)
     lines: list[str] = []
@@ -203,44 +273,66 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
     torch.manual_seed(opts.seed)
     base = load_float_model(model)
     peft_model, names = add_lora(base, arch, n_layer, opts)
+    rows = RowModel(peft_model.get_base_model(), added, rows0) if added is not None else None
     peft_model.to(device)
     params = [p for p in peft_model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)
+    groups = [{"params": params, "lr": opts.lr, "base_lr": opts.lr}]
+    if rows is not None:
+        rows.to(device)
+        groups.append({"params": rows.trainable(), "lr": opts.rows_lr, "base_lr": opts.rows_lr})
+    optim = torch.optim.AdamW(groups, weight_decay=0.0)
     per_example = sum(len(e.ids) - e.n_prompt for e in train) / len(train)
     steps = opts.steps or max(1, math.ceil(opts.tokens / (opts.batch * per_example)))
     rng = np.random.default_rng(opts.seed)
     t0 = time.perf_counter()
-    before = heldout_loss(peft_model, held, device, opts.batch)
+    before = heldout_loss(peft_model, held, device, opts.batch, rows)
     curve = [{"step": 0, "tokens": 0, "heldout_loss": round(before, 4)}]
     log(f"finetune: {len(train):,} examples ({prompt_kind} prompts, both directions), {len(held)} held out, "
-        f"{len(names)} matrices, rank {opts.rank}; {steps} steps; held-out loss {before:.4f}")
+        f"{len(names)} matrices, rank {opts.rank}" + (f", {len(added.ids):,} added rows" if added else "")
+        + f"; {steps} steps; held-out loss {before:.4f}")
     trained, losses = 0, []
     for step in range(steps):
         for grp in optim.param_groups:
-            grp["lr"] = opts.lr * _lr_factor(step, steps, opts.warmup)
+            grp["lr"] = grp["base_lr"] * _lr_factor(step, steps, opts.warmup)
         n_text = int(rng.binomial(opts.batch, opts.text_share)) if mono else 0
         batch = [train[i] for i in rng.integers(0, len(train), opts.batch - n_text)]
         batch += [mono[i] for i in rng.integers(0, len(mono), n_text)] if n_text else []
         peft_model.train()
-        loss, n = example_loss(peft_model, batch, device)
+        loss, n = example_loss(peft_model, batch, device, rows=rows)
         optim.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for grp in groups:  # each on its own: the rows' gradients must not crowd out the LoRA's
+            torch.nn.utils.clip_grad_norm_(grp["params"], 1.0)
         optim.step()
         trained += n
         losses.append(float(loss.detach()))
         if opts.eval_every and (step + 1) % opts.eval_every == 0 and step + 1 < steps:
             peft_model.eval()
-            h = heldout_loss(peft_model, held, device, opts.batch)
+            h = heldout_loss(peft_model, held, device, opts.batch, rows)
             curve.append({"step": step + 1, "tokens": trained, "heldout_loss": round(h, 4)})
             log(f"  step {step + 1}/{steps}: train loss {np.mean(losses[-opts.eval_every:]):.4f}, held-out {h:.4f}, "
                 f"{trained:,} tokens, {time.perf_counter() - t0:.0f} s")
     peft_model.eval()
-    after = heldout_loss(peft_model, held, device, opts.batch)
+    new_rows = None
+    if rows is not None:  # from here on the float model holds the rows as the file will (quantized)
+        new_rows = rows.rows()
+        rows.set_rows(roundtrip(new_rows, row_types))
+    after = heldout_loss(peft_model, held, device, opts.batch, rows)
     curve.append({"step": steps, "tokens": trained, "heldout_loss": round(after, 4)})
     secs = time.perf_counter() - t0
     weights = adapter_weights(peft_model.to("cpu"), names)
-    meta = {"base_file": Path(model).name, "base_sha256": base_sha, "pairs": len(data.train),
+    if rows is not None:
+        rows.to("cpu")
+    target, target_sha, refined = model, base_sha, {}
+    if new_rows is not None:
+        existed = refine_to.exists()
+        target = write_rows(model, refine_to, new_rows, {
+            "from": "finetune", "corpus": ",".join(Path(x).name for x in pairs), "tokens": trained, "steps": steps,
+            "batch": opts.batch, "lr": float(opts.rows_lr), "seed": opts.seed})
+        target_sha = file_sha256(target)
+        refined = {"output": str(target), "rows": len(added.ids), "tensors": added.tensors,
+                   "rows_lr": opts.rows_lr, "sha256": target_sha}
+    meta = {"base_file": Path(target).name, "base_sha256": target_sha, "pairs": len(data.train),
             "heldout_pairs": len(data.heldout), "steps": steps, "tokens": trained, "rank": opts.rank,
             "targets": opts.targets, "heldout_loss_before": round(before, 4), "heldout_loss_after": round(after, 4)}
     check: dict[str, Any] = {}
@@ -248,7 +340,8 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
     def verify(tmp: str) -> None:
         if not opts.check_lines:
             return
-        check.update(logits_check(model, tmp, peft_model, held[: opts.check_lines], max(512, opts.seq_len + 8)))
+        check.update(logits_check(target, tmp, peft_model, held[: opts.check_lines], max(512, opts.seq_len + 8),
+                                  rows))
         b, a = check["base"], check["adapter"]
         # The tolerance: what quantized vs dequantized arithmetic alone gives without the adapter, doubled,
         # plus 0.5; and argmax agreement at most 10 points below it.
@@ -256,7 +349,12 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
             raise InternalError(f"llama.cpp with the adapter disagrees with the float model + LoRA (max |logit "
                                 f"diff| {a['max_abs_diff']} vs {b['max_abs_diff']} without it)")
 
-    write_adapter(out, arch, float(opts.alpha), weights, meta, check=verify)
+    try:
+        write_adapter(out, arch, float(opts.alpha), weights, meta, check=verify)
+    except BaseException:
+        if refined and not existed:  # the pair is one result: no refined base without its adapter
+            Path(target).unlink(missing_ok=True)
+        raise
     if file_sha256(model) != base_sha:
         raise InternalError(f"{model} changed while fine-tuning")
     report = {"output": str(out), "prompt": prompt_kind, "train_pairs": len(data.train),
@@ -265,5 +363,5 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
               "tokens_trained": trained, "seconds": round(secs, 1), "heldout_loss_before": round(before, 4),
               "heldout_loss_after": round(after, 4), "train_loss_first": round(float(np.mean(losses[:5])), 4),
               "train_loss_last": round(float(np.mean(losses[-5:])), 4), "curve": curve, "matrices": len(names),
-              "logits_check": check, "base_sha256": base_sha, "device": str(device)}
+              "logits_check": check, "base_sha256": base_sha, "device": str(device), "refined": refined}
     return FinetuneResult(out, report)

@@ -32,6 +32,8 @@ class FinetuneOptions:
     batch: int = flag(8, "--batch", show_default=True, type=click.IntRange(min=1), help="Examples per step.")
     lr: float = flag(2e-4, "--lr", show_default=True, type=click.FloatRange(min=0, min_open=True),
                      help="AdamW learning rate (warm-up, then cosine to 10%).")
+    rows_lr: float = flag(3e-4, "--rows-lr", show_default=True, type=click.FloatRange(min=0, min_open=True),
+                          help="Learning rate of the added rows with --refine-to (refine's own default).")
     warmup: int = flag(10, "--warmup", show_default=True, type=click.IntRange(min=0), help="Warm-up steps.")
     seed: int = flag(0, "--seed", show_default=True)
     device: str = flag("auto", "--device", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
