@@ -165,7 +165,7 @@ def test_shared_prompt_prefix_gives_the_same_loss_and_gradients(tuned):
         model.zero_grad()
         loss, n = example_loss(model, batch, torch.device("cpu"), share_prefix=share)
         loss.backward()
-        got[share] = float(loss), n, torch.cat([p.grad.flatten() for p in params])
+        got[share] = float(loss.detach()), n, torch.cat([p.grad.flatten() for p in params])
     assert got[True][1] == got[False][1] > 0
     assert abs(got[True][0] - got[False][0]) < 1e-4 * abs(got[False][0])
     assert float((got[True][2] - got[False][2]).norm() / got[False][2].norm()) < 1e-4
@@ -202,6 +202,12 @@ def test_refine_to_trains_the_added_rows_with_the_adapter(tmp_path, tuned):
     assert rep["heldout_loss_after"] < rep["heldout_loss_before"]
     assert rep["logits_check"]["adapter"]["argmax_agreement"] >= 0.9
     assert ids_logits(refined, [1, 2, 3], LoraSpec(out)).shape[0] == 3
+
+    plain = tmp_path / "plain.lora.gguf"  # without --refine-to the untrained rows are named, and stay as they are
+    r = CliRunner().invoke(main, ["finetune", str(ext), "--pairs", str(pairs), "-o", str(plain), "--steps", "1",
+                                  "--batch", "2", "--rank", "2", "--seq-len", "320", "--heldout", "4",
+                                  "--check-lines", "0", "--device", "cpu"])
+    assert r.exit_code == 0 and "never trained; --refine-to trains them" in r.output, r.output
 
     base, *_ = tuned  # trimmed, not extended
     bad_a, bad_b = tmp_path / "x.lora.gguf", tmp_path / "x.refined.gguf"

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from gguf_trim.errors import InternalError, TrimError
 from gguf_trim.extend.rows import added_rows, open_single, read_rows, write_rows
 from gguf_trim.files import check_output, file_sha256
+from gguf_trim.format.keys import EXTENDED_FROM_N_VOCAB, REFINED_PREFIX
 from gguf_trim.format.shards import open_model
 from gguf_trim.tune.adapter import LoraSpec, write_adapter
 from gguf_trim.tune.data import Example, clean_pairs, read_pair_file, render_pair, render_text
@@ -253,6 +254,10 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
         raise TrimError("--text-share needs --text files")
     with open_model(model) as g:
         arch, n_layer = g.arch, int(g.get(f"{g.arch}.block_count") or 0)
+        untrained = g.get(EXTENDED_FROM_N_VOCAB) is not None and not any(k.startswith(REFINED_PREFIX) for k in g.fields)
+    if untrained and refine_to is None:
+        log(f"note: {Path(model).name} has rows `extend` added that were never trained; --refine-to trains them in "
+            "this run (docs/finetune.md)")
     base_sha = file_sha256(model)
     tr = Translator(model, n_ctx=max(512, opts.seq_len + 64), guard=False)
     try:
