@@ -328,7 +328,7 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
     weights = adapter_weights(peft_model.to("cpu"), names)
     if rows is not None:
         rows.to("cpu")
-    target, target_sha, refined = model, base_sha, {}
+    target, target_sha, refined, existed = model, base_sha, {}, True
     if new_rows is not None:
         existed = refine_to.exists()
         target = write_rows(model, refine_to, new_rows, {
@@ -357,7 +357,7 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
     try:
         write_adapter(out, arch, float(opts.alpha), weights, meta, check=verify)
     except BaseException:
-        if refined and not existed:  # the pair is one result: no refined base without its adapter
+        if not existed:  # the pair is one result: no refined copy without its adapter
             Path(target).unlink(missing_ok=True)
         raise
     if file_sha256(model) != base_sha:
