@@ -11,6 +11,7 @@ the float model's on held-out examples.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import time
@@ -118,7 +119,13 @@ def prefix_groups(batch: list[Example], min_prefix: int = 16) -> list[tuple[int,
     return [(p if len(g) > 1 else 0, g) for p, g in groups]
 
 
-def _inputs(inner: Any, rows: Any, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+@functools.cache
+def _cache_arg(model_class: type) -> str:
+    """The name a model's forward takes its KV cache by: transformers 5 says `cache`, 4.x `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def _inputs(rows: Any, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """The model's inputs for ids: the ids themselves, or embeddings with the trained added rows."""
     return {"input_ids": ids} if rows is None else {"inputs_embeds": rows.embed(ids)}
 
@@ -133,12 +140,11 @@ def _group_logits(inner: Any, prefix: int, group: list[Example], device: torch.d
     a few-shot prompt is ~120 of ~160 tokens, the same in every example of a direction; its keys and
     values are computed once (with gradients, the LoRA acts on them too) and repeated over the group,
     which is the same arithmetic as running every example whole, at about half the cost."""
-    # transformers 5 names the argument and the output `cache`; 4.x `past_key_values`.
-    key = "cache" if "cache" in inspect.signature(inner.model.forward).parameters else "past_key_values"
+    key = _cache_arg(type(inner.model))
     cache = None
     if prefix:
         pre = torch.tensor([group[0].ids[:prefix]], dtype=torch.long, device=device)
-        cache = getattr(inner.model(**_inputs(inner, rows, pre), use_cache=True), key)
+        cache = getattr(inner.model(**_inputs(rows, pre), use_cache=True), key)
         cache.batch_repeat_interleave(len(group))
     T = max(len(e.ids) for e in group) - prefix
     ids = torch.zeros((len(group), T), dtype=torch.long)
@@ -149,7 +155,7 @@ def _group_logits(inner: Any, prefix: int, group: list[Example], device: torch.d
         mask[i, : len(e.ids)] = 1
         score[i, max(e.n_prompt - 1, 0) - prefix: len(e.ids) - 1 - prefix] = True  # t predicts t + 1
     ids, mask, score = ids.to(device), mask.to(device), score.to(device)
-    h = inner.model(**_inputs(inner, rows, ids), attention_mask=mask, use_cache=cache is not None,
+    h = inner.model(**_inputs(rows, ids), attention_mask=mask, use_cache=cache is not None,
                     **{key: cache}).last_hidden_state
     return _head(inner, rows, h[score]), torch.roll(ids, -1, dims=1)[score]
 
@@ -203,7 +209,7 @@ def logits_check(model_path: str | Path, adapter: str | Path, peft_model: Any, e
                 ids = torch.tensor([e.ids])
                 ctx = peft_model.disable_adapter() if not use else contextlib.nullcontext()
                 with ctx:
-                    h = inner.model(**_inputs(inner, rows, ids), use_cache=False).last_hidden_state
+                    h = inner.model(**_inputs(rows, ids), use_cache=False).last_hidden_state
                     b = _head(inner, rows, h[0, e.n_prompt - 1: -1])
                 worst = max(worst, float((a - b).abs().max()))
                 agree += int((a.argmax(-1) == b.argmax(-1)).sum())
