@@ -20,8 +20,8 @@ CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -
 	$(if $(call cpu_has,bmi2),-DGGML_BMI2=ON) $(AVX512_ARGS)
 GPU_CMAKE_ARGS := -DGGML_CUDA=ON -DGGML_NATIVE=OFF
 
-.PHONY: llama-tools cmake-args setup setup-gpu setup-train setup-ray vendor models models-big test test-train test-ray lint demo bench bench-translate \
-	bench-refine bench-finetune bench-grammar bench-runtimes frontier clean docs-cli
+.PHONY: llama-tools cmake-args setup setup-gpu setup-train setup-ray vendor models models-big lang-texts test test-train test-ray lint demo bench bench-translate \
+	bench-refine bench-finetune bench-train-cost bench-grammar bench-runtimes bench-languages frontier clean docs-cli
 
 # The venv with llama-cpp-python, and llama.cpp's own tools for the tests of stock llama-server (marker `server`).
 setup: $(VENV)/.installed llama-tools
@@ -54,6 +54,24 @@ $(VENV)/.installed: pyproject.toml $(LLAMA_STAMP)
 setup-gpu: setup
 	CMAKE_ARGS="$(GPU_CMAKE_ARGS)" $(VPY) -m pip install --force-reinstall --no-deps --no-cache-dir \
 		"llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+
+# GPU check (docs/benchmarks.md#gpu-check). gpu-pack, here (online): gpu-pack/ with llama-cpp-python's sources pruned
+# to a CPU + CUDA build, the wheels of the trim path a PyTorch machine may lack, and vocab-qwen2.gguf; it fails
+# over 60 MB. gpu-check, on an offline machine with one NVIDIA GPU, nvcc, CMake and PyTorch, the pack beside the
+# repository: builds for that GPU's compute capability only, trims a Qwen2.5-7B-shaped model and times both
+# (tok/s, GPU memory) within GPU_CHECK_BUDGET seconds, writes $(OUT)/gpu-check.json and .md.
+.PHONY: gpu-pack gpu-check
+GPU_PACK         ?= gpu-pack
+OUT              ?= build/gpu-check/report
+GPU_CHECK_BUDGET ?= 540
+GPU_CHECK_ARGS   ?=
+gpu-pack: vendor
+	test -f models/vocab-qwen2.gguf || $(PY) scripts/fetch_models.py vocabs
+	$(PY) scripts/gpu_pack.py --out $(GPU_PACK) --version $(LLAMA_CPP_PYTHON_VERSION) \
+		--sha256 $(LLAMA_CPP_PYTHON_SHA256) --vocab models/vocab-qwen2.gguf
+
+gpu-check:
+	@$(PY) scripts/gpu_check.py --pack $(GPU_PACK) --out $(OUT) --budget $(GPU_CHECK_BUDGET) $(GPU_CHECK_ARGS)
 
 # The `train` extra for `gguf-trim refine`: PyTorch, transformers, accelerate. torch 2.13.0 because this
 # project's machines hold a CPU build of it that pip takes without a download; elsewhere pip fetches PyPI's
@@ -110,10 +128,16 @@ $(LLAMA_TOOLS_STAMP): vendor/llama.cpp/.extracted
 models: vendor
 	$(PY) scripts/fetch_models.py gemma-3-270m-q4_k_m.gguf qwen2.5-coder-0.5b-instruct.gguf \
 		smollm2-135m-instruct-q4_1.gguf vocabs
+	$(MAKE) lang-texts
 
 # Qwen2.5-Coder-1.5B-Instruct (1.1 GB): for demos and benchmarks, not for every test run.
 models-big:
 	$(PY) scripts/fetch_models.py qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+
+# Per-language test texts and English-X pairs (ko ja ru th hi ar zh-Hans zh-Hant fr de es pt it id tr uk fa bn vi)
+# from the gettext catalogues of ~20 Debian packages (apt-get download, cached in models/langs/.debs).
+lang-texts:
+	$(PY) scripts/build_lang_texts.py --out models/langs
 
 # One tests/ tree: the tests of the train and ray extras (pytest markers; skipped, with the reason, where
 # the extra is missing) are left out here even in a venv that has the extras.
@@ -210,6 +234,19 @@ bench-finetune: setup-train models
 		--dev $(SHARED)/corpus/dev/prose.en-vi.tsv --n 64 -o $(GEMMA_ENVI).lora.gguf --tokens $(FINETUNE_TOKENS) \
 		--eval-every 100 --json docs/results/bench-finetune.json --md docs/results/bench-finetune.md $(FINETUNE_ARGS)
 
+# What trimming saves in training (issue 33): seconds per step and peak memory of refine (200 added compounds)
+# and finetune (LoRA, the same pairs, the same answer tokens per step) on Gemma-3-270m and Qwen2.5-Coder-0.5B,
+# their lossless and compact (half the vocabulary) trims; the logits in blocks (as training runs), all at once,
+# and with a one-row head (the bound: the LM head's share). Each run in a fresh process; trims in build/train-cost.
+# TRAIN_COST_ARGS="--device cuda" on a GPU box; "--steps 3" for a quick look.
+TRAIN_COST_ARGS ?=
+bench-train-cost: setup-train models
+	mkdir -p docs/results
+	$(VPY) -m gguf_trim.cli bench train-cost models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-0.5b-instruct.gguf \
+		--pairs $(SHARED)/corpus/train/prose.en-vi.tsv --corpus $(SHARED)/corpus/train/en.txt \
+		--corpus $(SHARED)/corpus/train/vi.txt --words $(SHARED)/lexicon/vi_compounds.tsv --top 200 \
+		--json docs/results/train-cost.json --md docs/results/train-cost.md $(TRAIN_COST_ARGS)
+
 # Foreign-script outputs on adversarial prompts (asking for Chinese, Japanese, Korean, Russian, Thai) in stock
 # llama-server and in gguf-trim's llama-cpp-python path (script guard): original, trimmed --no-suppress,
 # trimmed + suppress list, + allowed-character grammar (issue 26). About 25 min on 2 cores.
@@ -218,11 +255,40 @@ bench-runtimes: setup models
 	$(VPY) -m gguf_trim.cli bench runtimes models/qwen2.5-coder-0.5b-instruct.gguf \
 		--json docs/results/runtimes.json --md docs/results/runtimes.md
 
+# Every language set en+X (X: vi ko ja ru th hi ar zh-Hans fr de es uk fa bn) on Qwen2.5-Coder-0.5B and
+# Gemma-3-270m: lossless trim (kept tokens, size, suppress list), fidelity and logits on models/langs texts,
+# decode speed, and for Qwen (a chat model) 6 adversarial prompts x 8 seeds at T=1.2 in stock llama-server
+# (original, no list, list, list + grammar; -np 8) and with the script guard (issue 32). About 1 h on 2 idle
+# cores (estimated from one set; llama.cpp slows down many times over on a busy machine). Progress on stderr.
+bench-languages: setup models
+	mkdir -p docs/results
+	$(VPY) -m gguf_trim.cli bench languages models/qwen2.5-coder-0.5b-instruct.gguf models/gemma-3-270m-q4_k_m.gguf \
+		--json docs/results/languages.json --md docs/results/languages.md
+
 # A grammar of the allowed characters against the suppress list alone, in stock llama-server (tok/s).
 bench-grammar: setup models
 	$(VPY) -m gguf_trim.cli trim models/qwen2.5-coder-0.5b-instruct.gguf -o models/qwen2.5-coder-0.5b-instruct.envi.gguf
 	$(VPY) -m gguf_trim.cli bench grammar models/qwen2.5-coder-0.5b-instruct.envi.gguf --n 12 --tokens 64 \
 		--temperature 0.8 --threads 2 --json docs/results/bench-grammar.json
+
+# Trims at the size users run (issue 33): synthetic Qwen2.5-72B- and Llama-3.1-70B-shaped Q4_K_M files (the
+# vendored vocabularies, n_vocab x 8192 vocab tensors, fewer layers) of about 2 GB and 20 GB, trimmed
+# against cp with the page cache dropped before every command (root), peak RSS, verify; the files
+# (source + one copy: ~41 GB free needed at 20 GB) are deleted at the end. Not part of `make test`.
+BENCH_SCALE_ARGS ?= --spec qwen2.5-72b --spec llama-3.1-70b --sizes 2G,20G --runs 3
+.PHONY: bench-scale soak
+bench-scale: setup models
+	mkdir -p docs/results
+	$(VPY) -m gguf_trim.cli bench scale $(BENCH_SCALE_ARGS) --json docs/results/bench-scale.json \
+		--md docs/results/bench-scale.md
+
+# Soak (issue 33; minutes, not part of `make test`): a 2,000-segment translate job killed with SIGKILL 20
+# times and resumed, trim killed 10 times, trim into a full 100 MB tmpfs, and (with the train extra) a
+# finetune killed 5 times and resumed; one summary line, exit 1 on any failure.
+SOAK_ARGS ?=
+soak: setup models
+	mkdir -p docs/results
+	$(VPY) scripts/soak.py --json docs/results/soak.json $(SOAK_ARGS)
 
 # Compact profile frontier: sizes 35-60% chosen from the train corpus; line fidelity on the held-out
 # dev text for all three, bits per byte for the two models with weights; counting speed.

@@ -91,7 +91,8 @@ def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: s
          plan_out: str | Path | None = None, check: bool = True,
          overlap: bool | None = None, compact: CompactOptions | None = None,
          hash_source: bool = False, layout: str = "same",
-         split_max_size: int | None = None, suppress: bool = True) -> tuple[TrimResult, Selection]:
+         split_max_size: int | None = None, suppress: bool = True,
+         progress: bool = False) -> tuple[TrimResult, Selection]:
     """Trim `model` (a file, or a split model given by any shard) to the chosen tokens and write
     `output` (and optionally the plan).
     `overlap`: copy the unchanged tensors while choosing tokens (default: for files over 1 GiB).
@@ -99,13 +100,15 @@ def trim(model: str | Path, output: str | Path, langs: str = "en,vi", profile: s
     `layout`: `same` (a split model stays split the same way), `merge` (one file) or `max-size`
     (shards of at most `split_max_size` bytes of tensor data, as llama.cpp's gguf-split).
     `suppress`: write tokenizer.ggml.suppress_tokens, the kept tokens that can never be part of
-    allowed output, so stock llama.cpp samplers cannot emit them either (vocab/suppress.py)."""
+    allowed output, so stock llama.cpp samplers cannot emit them either (vocab/suppress.py).
+    `progress`: a progress bar on stderr while a file of 1 GB or more is written (rewrite/model.py)."""
     check_output(output, model)  # before parsing the model, for a fast refusal
     if split_max_size is not None and layout == "same":
         layout = "max-size"
     with open_model(model) as g:
         vocab = Vocab.from_gguf(g)
-        writer = ModelWriter(g, output, vocab.n, check, hash_source, layout, split_max_size, suppress)
+        writer = ModelWriter(g, output, vocab.n, check, hash_source, layout, split_max_size, suppress,
+                             progress)
         if overlap is None:
             overlap = writer.fixed_bytes >= OVERLAP_MIN_BYTES
         try:

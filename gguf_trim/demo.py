@@ -183,6 +183,8 @@ def run(model: str | Path | None = None) -> int:
 
 
 if __name__ == "__main__":  # the old entry point: `gguf-trim demo`
-    from gguf_trim.cli import main
+    # The CLI replaces this process, named in a string: the library does not import the CLI.
+    import os
 
-    main(["demo", *sys.argv[1:]], prog_name="gguf-trim")
+    os.execv(sys.executable, [sys.executable, "-c", "from gguf_trim.cli import main; main(prog_name='gguf-trim')",
+                              "demo", *sys.argv[1:]])

@@ -1,13 +1,14 @@
 """What a runtime that does not read `tokenizer.ggml.suppress_tokens` needs to keep a trimmed model's output
-English/Vietnamese: a GBNF grammar, an OpenAI-style logit_bias map, an ollama Modelfile.
+in its language set: a GBNF grammar, an OpenAI-style logit_bias map, an ollama Modelfile.
 
 Why: stock llama-server and llama-cli apply the file's suppress list by themselves (vocab/suppress.py).
 Older llama.cpp builds, LM Studio, llama-cpp-python (its own sampler chain) and OpenAI-compatible servers
 of other engines ignore the key, so the same constraint has to travel by other means:
 
 * the grammar is the stronger one: llama.cpp's grammar sampler decodes UTF-8 across tokens, so it also
-  stops a foreign character spelled through a lead byte that allowed characters share (0xE1 Myanmar,
-  0xE2 CJK radicals, 0xEF fullwidth forms, 0xF0 CJK Extension B), which no static list can;
+  stops a foreign character spelled through a lead byte that allowed characters share (en,vi: 0xE1
+  Myanmar, 0xE2 CJK radicals, 0xEF fullwidth forms, 0xF0 CJK Extension B; en,ja: 0xE4-0xE9 Chinese-only
+  Han), which no static list can;
 * the logit_bias map is the suppress list itself, for any client that can send `logit_bias`;
 * the Modelfile points ollama at the file with translation defaults and the model's stop texts.
 
@@ -25,7 +26,8 @@ import numpy as np
 from gguf_trim.errors import TrimError
 from gguf_trim.files import atomic_write, check_output
 from gguf_trim.format.shards import open_model, split_name
-from gguf_trim.vocab.charset import ALLOWED
+from gguf_trim.langs import LanguageSet, file_langs, language_set
+from gguf_trim.vocab.charset import CharacterSet
 from gguf_trim.vocab.suppress import file_suppress, suppressible
 from gguf_trim.vocab.vocabulary import Vocab
 
@@ -43,18 +45,22 @@ EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<
 MODELFILE_PARAMS = (("temperature", "0"), ("repeat_penalty", "1"), ("num_ctx", "4096"))
 
 
-def allowed_ranges() -> list[tuple[int, int]]:
-    """The allowed code points (charset.ALLOWED: surrogates already out) as inclusive runs, from U+0001.
+def model_langs(model: str | Path, langs: str | LanguageSet | None = None) -> LanguageSet:
+    """The language set to export for: `langs` when given, else the one the file was trimmed to, else the
+    default (en,vi)."""
+    if langs is not None:
+        return language_set(langs)
+    with open_model(model) as g:
+        return file_langs(g) or language_set(None)
+
+
+def allowed_ranges(chars: CharacterSet) -> list[tuple[int, int]]:
+    """The allowed code points (surrogates already out) as inclusive runs, from U+0001.
 
     U+0000 is left out: llama.cpp's grammar parser takes \\x00, but its sampler handles token text as C
     strings (code point 0 marks the end of a token, and a token whose text starts with a NUL byte is
     rejected outright), so NUL can never be matched and listing it would only suggest otherwise."""
-    cps = np.flatnonzero(ALLOWED)
-    cps = cps[cps > 0]
-    breaks = np.flatnonzero(np.diff(cps) != 1)
-    starts = np.concatenate([[0], breaks + 1])
-    ends = np.concatenate([breaks, [len(cps) - 1]])
-    return [(int(cps[s]), int(cps[e])) for s, e in zip(starts, ends)]
+    return [(max(lo, 1), hi) for lo, hi in chars.ranges if hi >= 1]
 
 
 def _gbnf_char(cp: int) -> str:
@@ -67,38 +73,40 @@ def _gbnf_char(cp: int) -> str:
     return f"\\U{cp:08X}"
 
 
-def grammar_gbnf() -> str:
-    """A llama.cpp GBNF grammar accepting any string of English/Vietnamese characters (charset.ALLOWED).
+def grammar_gbnf(langs: str | LanguageSet | None = None) -> str:
+    """A llama.cpp GBNF grammar accepting any string of the language set's characters (default en,vi).
 
     Why: llama.cpp's grammar sampler follows UTF-8 across tokens, so it forbids foreign characters
     whatever tokens spell them, including the byte sequences a static suppress list cannot see. It is
     about output characters only: the trim's "at most one Greek letter per token" is a vocabulary rule."""
-    cls = "".join(_gbnf_char(lo) + ("" if hi == lo else "-" + _gbnf_char(hi)) for lo, hi in allowed_ranges())
-    return ("# gguf-trim: any text in English/Vietnamese characters (gguf_trim.vocab.charset.EN_VI_RANGES).\n"
+    lset = language_set(langs)
+    cls = "".join(_gbnf_char(lo) + ("" if hi == lo else "-" + _gbnf_char(hi)) for lo, hi in allowed_ranges(lset.chars))
+    return (f"# gguf-trim: any text in the characters of {lset.key} (gguf_trim.langs).\n"
             "# U+0000 is left out: llama.cpp's grammar sampler can never match a NUL.\n"
             f"root ::= [{cls}]*\n")
 
 
-def suppress_ids(model: str | Path) -> tuple[np.ndarray, bool]:
+def suppress_ids(model: str | Path, langs: str | LanguageSet | None = None) -> tuple[np.ndarray, bool]:
     """(ids to ban, whether they are the file's own tokenizer.ggml.suppress_tokens).
 
     A file without the key (trimmed with --no-suppress, or by an older gguf-trim, or not trimmed) gets
-    the ids the script guard forbids in every UTF-8 state over its vocabulary (vocab/suppress.py's rule,
-    special tokens never listed): what `trim` would have written, so the export is the same either way.
-    Ids out of the vocabulary's range are dropped, as llama.cpp drops them."""
+    the ids the script guard of its language set (`model_langs`) forbids in every UTF-8 state over its
+    vocabulary (vocab/suppress.py's rule, special tokens never listed): what `trim` would have written, so
+    the export is the same either way. Ids out of the vocabulary's range are dropped, as llama.cpp drops them."""
+    lset = model_langs(model, langs)
     with open_model(model) as g:
         ids = file_suppress(g)
         vocab = Vocab.from_gguf(g)
     if len(ids):
         return np.unique(ids[(ids >= 0) & (ids < vocab.n)]), True
-    return suppressible(vocab.pieces, vocab.types, vocab.named_special_ids).astype(np.int64), False
+    return suppressible(vocab.pieces, vocab.types, lset.chars, vocab.named_special_ids).astype(np.int64), False
 
 
-def logit_bias(model: str | Path) -> dict[str, int]:
+def logit_bias(model: str | Path, langs: str | LanguageSet | None = None) -> dict[str, int]:
     """The model's suppress ids as an OpenAI-style `logit_bias` map {"id": -100}, for clients that can
     send a bias but whose server ignores the key. String keys: JSON objects have no others, and OpenAI,
     llama-server and llama-cpp-python (which int()s them) all take them."""
-    ids, _ = suppress_ids(model)
+    ids, _ = suppress_ids(model, langs)
     return {str(i): BAN_BIAS for i in ids.tolist()}
 
 
@@ -137,8 +145,9 @@ def modelfile(model: str | Path, out_dir: str | Path | None = None) -> str:
     lines = ["# ollama Modelfile written by `gguf-trim export`; use: ollama create NAME -f Modelfile",
              "# No TEMPLATE on purpose: ollama takes the chat template from the GGUF (tokenizer.chat_template,",
              "# kept by the trim); check it with `ollama show NAME --template`.",
-             "# The file's tokenizer.ggml.suppress_tokens is applied by llama.cpp's sampler, which ollama's",
-             "# llama.cpp runner uses when its llama.cpp reads the key; a Modelfile has no logit_bias or grammar.",
+             "# A Modelfile carries no logit_bias or grammar: whether ollama applies the file's",
+             "# tokenizer.ggml.suppress_tokens depends on its engine (untested); send the exported grammar",
+             "# (the request's format/grammar where the engine takes one) for the guarantee.",
              "# Defaults for translation: greedy, no repeat penalty, a 4096-token context."]
     if first_shard:
         lines.append(f"# Split model: ollama imports one file; merge first: "
@@ -155,12 +164,13 @@ def stem_of(model: str | Path) -> str:
     return name.removesuffix(".gguf")
 
 
-def export(model: str | Path, out_dir: str | Path) -> dict[str, Path]:
+def export(model: str | Path, out_dir: str | Path, langs: str | LanguageSet | None = None) -> dict[str, Path]:
     """Write `<stem>.gbnf`, `<stem>.logit_bias.json` and `Modelfile` into `out_dir`, each all or nothing.
 
     A model without a suppress list is exported too (the grammar and Modelfile do not depend on it, and
     the bias lists the ids the guard would have put on it, see `suppress_ids`): refusing would leave
-    exactly the files the list is missing from without a remedy. Returns {"grammar", "logit_bias",
+    exactly the files the list is missing from without a remedy. `langs`: the language set (default: the
+    one the file was trimmed to, else en,vi). Returns {"grammar", "logit_bias",
     "modelfile"} -> path. The model is only read."""
     out = Path(out_dir)
     if not out.is_dir():
@@ -168,8 +178,9 @@ def export(model: str | Path, out_dir: str | Path) -> dict[str, Path]:
     with open_model(model) as g:
         sources = [Path(p) for p in g.paths]
     stem = stem_of(model)
-    texts = {"grammar": (out / f"{stem}.gbnf", grammar_gbnf()),
-             "logit_bias": (out / f"{stem}.logit_bias.json", json.dumps(logit_bias(model), indent=0) + "\n"),
+    lset = model_langs(model, langs)
+    texts = {"grammar": (out / f"{stem}.gbnf", grammar_gbnf(lset)),
+             "logit_bias": (out / f"{stem}.logit_bias.json", json.dumps(logit_bias(model, lset), indent=0) + "\n"),
              "modelfile": (out / "Modelfile", modelfile(model, out))}
     for path, _ in texts.values():
         check_output(path, sources)

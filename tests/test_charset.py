@@ -3,7 +3,11 @@
 import pytest
 
 from gguf_trim.errors import TrimError
-from gguf_trim.vocab.charset import check_langs, judge_bytes, script_label
+from gguf_trim.langs import language_set
+from gguf_trim.vocab.charset import script_label
+
+EN_VI = language_set("en,vi").chars
+judge_bytes = EN_VI.judge_bytes
 
 VI = "Tiếng Việt có những chữ như ă â đ ê ô ơ ư, dấu sắc huyền hỏi ngã nặng: ạ ả ấ ầ ẩ ẫ ậ ệ ộ ợ ữ ỹ"
 
@@ -51,10 +55,10 @@ def test_invalid_utf8_in_the_middle_is_dropped():
 
 
 def test_langs():
-    assert check_langs("en,vi") == ("en", "vi")
-    assert check_langs("vi, en") == ("en", "vi")
-    with pytest.raises(TrimError, match="unsupported --langs"):
-        check_langs("en,zh")
+    assert language_set("en,vi").codes == ("en", "vi")
+    assert language_set("vi, en").codes == ("en", "vi")
+    with pytest.raises(TrimError, match="unknown language .xx. in --langs: known codes are en, vi"):
+        language_set("en,xx")
 
 
 def test_script_labels():

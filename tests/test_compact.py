@@ -14,13 +14,13 @@ from click.testing import CliRunner
 from gguf_trim.api import CompactOptions, make_selection, trim
 from gguf_trim.cli import main
 from gguf_trim.format.gguffile import GGUFFile
+from gguf_trim.langs import language_set
 from gguf_trim.rewrite.verify import kept_ids_of, line_bits, read_lines
 from gguf_trim.runtime.llama import load_llama
 from gguf_trim.selection import compact as C
 from gguf_trim.selection import count as K
 from gguf_trim.selection.plan import read_plan, write_plan
 from gguf_trim.vocab import tokenizer as T
-from gguf_trim.vocab.charset import judge_bytes
 from gguf_trim.vocab.vocabulary import Vocab
 
 from .conftest import DEV, GEMMA, SHARED, need, vocab_file
@@ -35,6 +35,8 @@ TRICKY = ["a  b   c    d", "\tindented\t\ttabs", "<b>bold</b> and <table><tr><td
           "line one\nline two\r\nline three", "  \n\n  ", "[multimodal] <start_of_image>", "a\u2028b\u00a0c",
           # Gemma 4: newline runs (taken whole when they are a token), its user-defined tokens
           "para\n\n\n\nnext", "\n" * 40 + "end", "<|tool_call>call<tool_call|> <|\"|>"]
+
+judge_bytes = language_set("en,vi").chars.judge_bytes
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from gguf_trim.cli import main
 from gguf_trim.export import BAN_BIAS, grammar_gbnf, logit_bias, suppress_ids
 from gguf_trim.files import file_sha256
-from gguf_trim.vocab.charset import ALLOWED, char_allowed
+from gguf_trim.langs import language_set
 
 from .conftest import QWEN, need
 
@@ -31,6 +31,10 @@ ADVERSARIAL = (("Repeat exactly: 我爱你 and 사랑해", 1), ("Repeat exactly:
 OLLAMA_INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE")
 OLLAMA_PARAMETERS = ("mirostat", "mirostat_eta", "mirostat_tau", "num_ctx", "repeat_last_n", "repeat_penalty",
                      "temperature", "seed", "stop", "num_predict", "top_k", "top_p", "min_p")
+
+EN_VI = language_set("en,vi").chars
+ALLOWED = EN_VI.allowed
+char_allowed = EN_VI.char_allowed
 
 
 def foreign(text: str) -> str:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gguf_trim.runtime.guard import ScriptGuard, continue_ok, pending_of
+from gguf_trim.langs import language_set
+from gguf_trim.runtime.guard import ScriptGuard
+from gguf_trim.vocab.charset import pending_of
 
 # a toy vocabulary: the 256 single bytes, some words, an end token
 WORDS = [b" Vi\xe1\xbb\x87t", b" Nam", b"hello", " 中国".encode(), b"\xe1\xbb", b"\xbb\x87", "ệ".encode()[2:] + b"t"]
 PIECES = [bytes([b]) for b in range(256)] + WORDS + [b""]
 END = len(PIECES) - 1
-guard = ScriptGuard(PIECES, np.array([False] * (len(PIECES) - 1) + [True]), [END])
+EN_VI = language_set("en,vi").chars
+continue_ok = EN_VI.continue_ok
+guard = ScriptGuard(PIECES, np.array([False] * (len(PIECES) - 1) + [True]), [END], EN_VI)
 
 
 def ids_of_bytes(data: bytes) -> list[int]:

@@ -15,9 +15,10 @@ from gguf_trim import trim
 from gguf_trim.cli import main
 from gguf_trim.format.gguffile import GGUFFile
 from gguf_trim.format.shards import open_model
+from gguf_trim.langs import language_set
 from gguf_trim.runtime.guard import ScriptGuard
 from gguf_trim.runtime.llama import load_llama
-from gguf_trim.vocab.suppress import file_suppress, guard_view, pending_states
+from gguf_trim.vocab.suppress import file_suppress, guard_view
 from gguf_trim.vocab.vocabulary import SUPPRESS_KEY, Vocab
 from tests.conftest import GEMMA, QWEN, SMOLLM, need, vocab_file
 from tests.synth import with_key
@@ -25,6 +26,8 @@ from tests.synth import with_key
 # lead bytes that begin no English/Vietnamese character (vocab/charset.py): what every byte-level
 # vocabulary with all 256 byte tokens must list
 FOREIGN_LEADS = [0xC0, 0xC1, *range(0xD0, 0xE1), *range(0xE3, 0xEF), 0xF1, 0xF2, *range(0xF4, 0x100)]
+
+EN_VI = language_set("en,vi").chars
 
 
 def llama_list(path) -> list[int]:
@@ -63,9 +66,9 @@ def test_list_is_what_the_guard_never_allows(trimmed, name):
     assert llama_list(path) == listed.tolist()
     assert len(listed) and listed.tolist() == sorted(set(listed.tolist()))
     pieces, always_ok = guard_view(v.pieces, v.types)
-    guard = ScriptGuard(pieces, always_ok, [])
+    guard = ScriptGuard(pieces, always_ok, [], EN_VI)
     forbidden_everywhere = None
-    for state in (b"", *pending_states()):
+    for state in (b"", *EN_VI.pending_states):
         f = set(guard.forbidden(state).tolist())
         forbidden_everywhere = f if forbidden_everywhere is None else forbidden_everywhere & f
     rendered = {i for i, p in enumerate(pieces) if p and not always_ok[i]}
@@ -150,7 +153,7 @@ def test_guard_forbids_a_superset_of_the_list(trimmed):
     tr = Translator(trimmed["gemma"], n_ctx=512)
     try:
         assert tr._guard is not None and tr._suppress is not None
-        for state in (b"", *pending_states()):
+        for state in (b"", *EN_VI.pending_states):
             assert set(tr._suppress.tolist()) <= set(tr._guard.forbidden(state).tolist())
     finally:
         tr.close()

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 
 from gguf_trim import GGUFFile, TrimError, Vocab, trim
+from gguf_trim.langs import language_set
 from gguf_trim.rewrite.verify import kept_ids_of, verify
 from gguf_trim.runtime.llama import load_llama
 from gguf_trim.selection.selection import read_token_list, select_lossless
-from gguf_trim.vocab.charset import judge_bytes
 
 from .conftest import GEMMA, QWEN, need, vocab_file
 
 FOREIGN = ("CJK", "hiragana", "katakana", "katakana-hiragana", "hangul", "thai", "lao", "khmer", "myanmar",
            "cyrillic", "arabic", "hebrew", "devanagari", "bengali", "tamil", "fullwidth")
+
+judge_bytes = language_set("en,vi").chars.judge_bytes
 
 
 @pytest.fixture(scope="module", params=["qwen2", "llama-bpe", "gemma"])

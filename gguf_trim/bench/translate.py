@@ -222,8 +222,9 @@ def machine_line(n_ctx: int) -> str:
 
 
 if __name__ == "__main__":  # the old entry point: `gguf-trim bench translate`
+    # The CLI replaces this process, named in a string: the library does not import the CLI.
+    import os
     import sys
 
-    from gguf_trim.cli import main
-
-    main(["bench", "translate", *sys.argv[1:]], prog_name="gguf-trim")
+    os.execv(sys.executable, [sys.executable, "-c", "from gguf_trim.cli import main; main(prog_name='gguf-trim')",
+                              "bench", "translate", *sys.argv[1:]])

@@ -15,7 +15,7 @@ import sys
 import click
 
 from gguf_trim import __version__
-from gguf_trim.cli import bench, bench_finetune, bench_runtimes, export, extend, translate, trim, tune
+from gguf_trim.cli import bench, bench_finetune, bench_runtimes, export, extend, languages, translate, trim, tune
 from gguf_trim.cli.common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED
 from gguf_trim.errors import InternalError, TrimError
 
@@ -55,7 +55,8 @@ class TrimGroup(click.Group):
 @click.group(cls=TrimGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gguf-trim")
 def main() -> None:
-    """Trim a GGUF model's vocabulary to English + Vietnamese, and check the result."""
+    """Trim a GGUF model's vocabulary to the languages you choose, so that it can only write those
+    (English + Vietnamese by default), and check the result."""
 
 
 def hidden_alias(cmd: click.Command) -> click.Command:
@@ -67,7 +68,7 @@ def hidden_alias(cmd: click.Command) -> click.Command:
 
 for _cmd in (trim.trim, trim.plan, trim.verify, trim.inspect, trim.diff, translate.translate,
              translate.eval_translate, extend.extend, extend.refine, tune.finetune, bench.bench, bench.demo,
-             export.export):
+             export.export, languages.languages):
     main.add_command(_cmd)
 bench.bench.add_command(bench_finetune.finetune_cmd)
 bench.bench.add_command(bench_finetune.grammar_cmd)

@@ -1,5 +1,6 @@
 """`gguf-trim bench`: what trimming buys and costs, measured (infer, trim, translate, refine, frontier,
-vram); and `gguf-trim demo`. Results are printed as tables and written as JSON/markdown on request."""
+vram, languages, train-cost); and `gguf-trim demo`. Results are printed as tables and written as
+JSON/markdown on request."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import click
 
 from gguf_trim.cli.common import parse_size, write_json, write_text
+from gguf_trim.errors import TrimError
 
 
 class BenchGroup(click.Group):
@@ -27,7 +29,7 @@ class BenchGroup(click.Group):
 
 @click.group(cls=BenchGroup)
 def bench() -> None:
-    """Benchmarks: inference, the trim itself, translation, refine, the compact frontier, VRAM.
+    """Benchmarks: inference, the trim itself, translation, refine, the compact frontier, VRAM, language sets.
     `gguf-trim bench ORIGINAL TRIMMED ...` is `bench infer`."""
 
 
@@ -74,6 +76,47 @@ def trim_cmd(models, synth_dir, vocab, synth_split, runs, json_out):
     click.echo(markdown(results))
     if json_out:
         write_json(json_out, results)
+
+
+@bench.command("scale")
+@click.option("--spec", "specs", multiple=True,
+              help="Model shape: qwen2.5-72b (qwen2 vocab) or llama-3.1-70b (Llama 3 vocab); repeatable "
+                   "(default: qwen2.5-72b).")
+@click.option("--sizes", default="2G,20G", show_default=True,
+              help="Target file sizes (decimal units), each reached with as few layers as it takes.")
+@click.option("--dir", "folder", default="models", show_default=True, type=click.Path(),
+              help="Folder for the generated files (a hidden temp folder there, removed at the end).")
+@click.option("--models", "models_dir", default="models", show_default=True, type=click.Path(),
+              help="Folder holding vocab-qwen2.gguf and vocab-llama-bpe.gguf (make models).")
+@click.option("--runs", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--cache", default="evict", show_default=True, type=click.Choice(["evict", "drop", "warm"]),
+              help="Before every command: evict the model file from the page cache (a cold file, warm tools), drop "
+                   "the whole cache (root), or keep it warm.")
+@click.option("--json", "json_out", type=click.Path())
+@click.option("--md", "md_out", type=click.Path())
+def scale_cmd(specs, sizes, folder, models_dir, runs, cache, json_out, md_out):
+    """Trim against cp at the size users run: synthetic 70B-class Q4_K_M-shaped files (real vocabulary, n_vocab x
+    8192 vocab tensors, fewer layers) of each size, peak RSS of the trim, verify of the output; then deleted."""
+    from gguf_trim.bench.scale import SHAPES, bench_scale, markdown
+
+    for s in specs:
+        if s not in SHAPES:
+            raise TrimError(f"--spec {s}: unknown shape (known: {', '.join(SHAPES)})")
+    try:
+        targets = [parse_size(x) for x in sizes.split(",") if x.strip()]
+    except TrimError:
+        raise TrimError(f"--sizes {sizes!r}: give sizes such as 2G,20G") from None
+    result = bench_scale(list(specs) or ["qwen2.5-72b"], targets, folder, runs, cache, models_dir,
+                         log=lambda m: click.echo(m, err=True))
+    table = markdown(result)
+    click.echo(table)
+    flat = ", ".join(f"{k} {v:.3f}" for k, v in result["rss_flat"].items())
+    if flat:
+        click.echo(f"peak RSS largest / smallest file: {flat}")
+    if json_out:
+        write_json(json_out, result)
+    if md_out:
+        write_text(md_out, table + "\n")
 
 
 @bench.command("translate")
@@ -189,6 +232,109 @@ def vram_cmd(model, spec, quant, n_ctx, as_json):
     click.echo(format_table(rows))
     newly = newly_fitting(rows)
     click.echo("\n".join(newly) if newly else "no model in this list newly fits a 24 GB or 40 GB card by trimming")
+
+
+@bench.command("languages")
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--sets", default="vi,ko,ja,ru,th,hi,ar,zh-Hans,fr,de,es,uk,fa,bn", show_default=True,
+              help="Comma-separated languages X: each set is en+X.")
+@click.option("--texts", "texts_dir", type=click.Path(), help="Folder of X.txt and en-X.tsv (default: models/langs).")
+@click.option("--lines", default=300, show_default=True, help="Lines of X.txt and of en-X.tsv checked for fidelity.")
+@click.option("--logits", default=4, show_default=True, help="Lines whose logits are compared at the kept ids.")
+@click.option("--runs", default=3, show_default=True, help="Fresh-process decode runs per file (0: skip decode).")
+@click.option("--n-gen", default=64, show_default=True, help="Greedy tokens per decode run.")
+@click.option("--prompts", "n_prompts", type=click.IntRange(min=1), help="Only the first N adversarial prompts.")
+@click.option("--seeds", default=8, show_default=True, help="Seeds per adversarial prompt (0, 1, ...).")
+@click.option("--temperature", default=1.2, show_default=True)
+@click.option("--max-tokens", default=32, show_default=True, help="Output tokens per chat at most.")
+@click.option("--column", "columns", multiple=True,
+              type=click.Choice(["original", "no list", "list", "list + grammar", "guard"]),
+              help="Only these adversarial columns (default: all; all but guard run in llama-server).")
+@click.option("--no-adversarial", is_flag=True, help="Skip the adversarial chats.")
+@click.option("--parallel", default=8, show_default=True, help="llama-server slots (-np): chats decoded together.")
+@click.option("--threads", default=2, show_default=True)
+@click.option("--json", "json_out", type=click.Path())
+@click.option("--md", "md_out", type=click.Path())
+def languages_cmd(models, sets, texts_dir, lines, logits, runs, n_gen, n_prompts, seeds, temperature, max_tokens,
+                  columns, no_adversarial, parallel, threads, json_out, md_out):
+    """Each set en+X for each MODEL: the lossless trim (kept tokens, size, suppress list), fidelity and logits on
+    X and English text, decode speed, and (chat models) foreign characters on adversarial prompts in stock
+    llama-server and with gguf-trim's script guard."""
+    from gguf_trim.bench.languages import COLUMNS, TEXTS_DIR, bench, markdown
+
+    chosen = () if no_adversarial else (columns or COLUMNS)
+    result = bench(list(models), [c.strip() for c in sets.split(",") if c.strip()], texts_dir=texts_dir or TEXTS_DIR,
+                   lines=lines, logits=logits, runs=runs, n_gen=n_gen, n_prompts=n_prompts, seeds=seeds,
+                   temperature=temperature, max_tokens=max_tokens, parallel=parallel, threads=threads,
+                   columns=chosen, log=lambda m: click.echo(m, err=True))
+    table = markdown(result)
+    click.echo(table)
+    if json_out:
+        write_json(json_out, result, ensure_ascii=False)
+    if md_out:
+        write_text(md_out, table + "\n")
+
+
+@bench.command("train-cost")
+@click.argument("models", nargs=-1, type=click.Path())
+@click.option("--pairs", default="../shared/corpus/train/prose.en-vi.tsv", show_default=True, type=click.Path(),
+              help="Pairs finetune trains on (and refine's text: their second side).")
+@click.option("--corpus", multiple=True, type=click.Path(), help="Text the compact trim counts tokens on "
+              "(default ../shared/corpus/train/en.txt and vi.txt).")
+@click.option("--words", default="../shared/lexicon/vi_compounds.tsv", show_default=True, type=click.Path(),
+              help="Compounds `extend` adds for refine.")
+@click.option("--top", default=200, show_default=True, help="How many of --words extend adds.")
+@click.option("--stages", default="finetune,refine", show_default=True)
+@click.option("--variants", default="original,lossless,compact", show_default=True)
+@click.option("--modes", default="chunked,full,bound", show_default=True,
+              help="chunked: as training runs; full: every position's logits at once; bound: a one-row head.")
+@click.option("--steps", default=8, show_default=True, help="Steps per run.")
+@click.option("--warmup", default=2, show_default=True, help="First steps left out of the median.")
+@click.option("--tokens", default=256, show_default=True, help="Answer tokens per finetune step.")
+@click.option("--batch", default=4, show_default=True, help="Sequences per refine step.")
+@click.option("--seq-len", default=256, show_default=True, help="Tokens per refine sequence.")
+@click.option("--lr", default=1e-3, show_default=True, help="finetune's learning rate (the adapter check).")
+@click.option("--n-pairs", default=64, show_default=True, help="Pairs trained on (cycled).")
+@click.option("--adapter-check", default=4, show_default=True,
+              help="Held-out pairs translated with a trim's adapter on the original (0: no check).")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
+@click.option("--threads", type=int, help="PyTorch CPU threads (default: all cores).")
+@click.option("--work", default="build/train-cost", show_default=True, type=click.Path(),
+              help="Trimmed, extended files and adapters (reused).")
+@click.option("--json", "json_out", type=click.Path())
+@click.option("--md", "md_out", type=click.Path())
+def train_cost_cmd(models, pairs, corpus, words, stages, variants, modes, steps, warmup, tokens, batch, seq_len,
+                   lr, n_pairs, top, adapter_check, device, threads, work, json_out, md_out):
+    """Seconds per step and peak memory of refine and finetune on each MODEL (default Gemma-3-270m and
+    Qwen2.5-Coder-0.5B in models/), its lossless and its compact trim: the LM head's share, and what trimming
+    saves against what that share predicts."""
+    from pathlib import Path
+
+    from gguf_trim.bench.train_cost import DEFAULT_MODELS, run, table
+    from gguf_trim.extend.rows import require_train_stack
+
+    require_train_stack()
+    corpus = list(corpus) or ["../shared/corpus/train/en.txt", "../shared/corpus/train/vi.txt"]
+    missing = [f for f in (*(models or DEFAULT_MODELS), pairs, *corpus, words) if not Path(f).is_file()]
+    if not models and missing:  # the defaults, where the GPU check calls it: a note, not a failure
+        click.echo(f"train-cost: {', '.join(missing)} not here (`make models`, ../shared); nothing measured")
+        return
+    if missing:
+        raise TrimError(f"{missing[0]}: no such file")
+
+    def save(rep):
+        if json_out:
+            write_json(json_out, rep, default=str, ensure_ascii=False)
+        if md_out:
+            write_text(md_out, table(rep))
+
+    split = lambda x: [p.strip() for p in x.split(",") if p.strip()]  # noqa: E731
+    rep = run(list(models or DEFAULT_MODELS), pairs, corpus, words, Path(work), stages=split(stages),
+              variants=split(variants), modes=split(modes), steps=steps, warmup=warmup, tokens=tokens, batch=batch,
+              seq_len=seq_len, lr=lr, n_pairs=n_pairs, device=device, threads=threads, top=top,
+              adapter_check=adapter_check, save=save, log=lambda m: click.echo(m, err=True))
+    save(rep)
+    click.echo(table(rep))
 
 
 @click.command()

@@ -55,14 +55,18 @@ def extend(model, words_path, output, top, corpus, init, export_rows, check, sup
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Load the output with llama.cpp (weights too) before renaming it into place.")
 def refine(model, corpus, output, export_rows, import_rows, json_out, check, **flags):
-    """Train the rows of the tokens `extend` added (every other weight frozen) and write them back."""
+    """Train the rows of the tokens `extend` added (every other weight frozen) and write them back.
+
+    A checkpoint (OUTPUT.ckpt.pt) is written every --checkpoint-every and on Ctrl-C; --resume continues
+    from it. It is removed when the run succeeds and stays after a failure or a kill."""
     from dataclasses import asdict
 
     from gguf_trim.extend.refine import refine as do_refine
+    from gguf_trim.tune.checkpoint import resume_command
 
     opts, _ = from_params(RefineOptions, flags, progress=sys.stderr.isatty())
     r = do_refine(model, output, list(corpus), opts, rows_in=import_rows, rows_out=export_rows, check=check,
-                  log=lambda m: click.echo(m, err=True))
+                  log=lambda m: click.echo(m, err=True), resume_hint=resume_command("refine"))
     if r.report is None:
         click.echo(f"{r.output}: {r.n_rows:,} rows of {', '.join(r.tensors)} from {r.imported_from} "
                    f"in {r.seconds:.1f} s")

@@ -10,17 +10,29 @@ from gguf_trim.cli.common import write_json
 from gguf_trim.errors import TrimError
 from gguf_trim.options import click_options, from_params
 from gguf_trim.translate.options import EVAL_FLAGS, EVAL_OVERRIDES, N_CTX_FILE, N_CTX_TEXT, TranslatorOptions
+from gguf_trim.translate.prompts import untrimmed_langs
 
 
-def _lang_fields(text: str, dst: str) -> dict:
+def _lang_fields(text: str, dst: str, langs) -> dict:
     """`lang` (the detected language of an output) and `wrong_lang`, when a detector is installed."""
     from gguf_trim.runtime.langid import detector
 
     det = detector(required=False)
     if det is None:
         return {}
-    lang = det.detect(text)
-    return {"lang": lang, "wrong_lang": lang != dst}
+    lang, wrong = det.check(text, dst, langs)
+    return {"lang": lang, "wrong_lang": wrong}
+
+
+def _code(value: str, flag: str) -> str:
+    """A language code as the table spells it ('zh_hans' -> 'zh-Hans'); one line for an unknown one."""
+    from gguf_trim.langs import known_codes
+    from gguf_trim.langs.languages import normalize_code
+
+    code = normalize_code(value)
+    if code is None:
+        raise TrimError(f"{flag} {value!r}: unknown language; known codes are {', '.join(known_codes())}")
+    return code
 
 
 def _warn_wrong_lang(lang: dict, dst: str, reask: bool) -> None:
@@ -35,8 +47,11 @@ def _warn_wrong_lang(lang: dict, dst: str, reask: bool) -> None:
 @click.command()
 @click.argument("model", type=click.Path())
 @click.argument("text", required=False)
-@click.option("--to", "dst", required=True, type=click.Choice(["vi", "en"]))
-@click.option("--from", "src", default="auto", show_default=True, type=click.Choice(["auto", "en", "vi"]))
+@click.option("--to", "dst", required=True, metavar="CODE",
+              help="Target language: one of the languages the model was trimmed to (en, vi, ja...; any known code "
+                   "for a file gguf-trim did not trim).")
+@click.option("--from", "src", default="auto", show_default=True, metavar="auto|CODE",
+              help="Source language; auto detects it among the model's languages.")
 @click.option("-i", "--input", "in_path", type=click.Path(), help="File: .txt (a segment per line), .jsonl, .tsv.")
 @click.option("-o", "--output", "out_path", type=click.Path(),
               help="Output file (same format, line-aligned), written segment by segment.")
@@ -57,8 +72,10 @@ def _warn_wrong_lang(lang: dict, dst: str, reask: bool) -> None:
 @click_options(TranslatorOptions)
 def translate(model, text, dst, src, in_path, out_path, field, column, parallel, resume, as_json, ray_address,
               ray_shards, **flags):
-    """Translate TEXT (or a file) between English and Vietnamese."""
+    """Translate TEXT (or a file) between two of the model's languages (English and Vietnamese by default)."""
     opts, _ = from_params(TranslatorOptions, flags)
+    dst = _code(dst, "--to")
+    src = src if src == "auto" else _code(src, "--from")
     if (text is None) == (in_path is None):
         raise TrimError("give either TEXT or -i FILE")
     if in_path and not out_path and not as_json:
@@ -70,12 +87,15 @@ def translate(model, text, dst, src, in_path, out_path, field, column, parallel,
             raise TrimError("--ray needs -i and -o (and takes no --json); --ray-shards needs --ray")
         from gguf_trim.translate.cluster import translate_file_ray
 
-        translate_file_ray(model, in_path, out_path, dst, src, opts, address=ray_address, shards=ray_shards,
+        kwargs = {**opts.translator_kwargs(N_CTX_FILE), "langs": untrimmed_langs(dst, src)}
+        translate_file_ray(model, in_path, out_path, dst, src, kwargs, address=ray_address, shards=ray_shards,
                            field=field, column=column, parallel=parallel, resume=resume)
         return
-    from gguf_trim.translate.translator import Translator
+    from gguf_trim.translate.translator import Translator, check_model_direction
 
-    tr = Translator(model, **opts.translator_kwargs(N_CTX_FILE if in_path else N_CTX_TEXT))
+    src, dst = check_model_direction(model, dst, src, untrimmed_langs(dst, src))  # before the model loads
+    tr = Translator(model, **opts.translator_kwargs(N_CTX_FILE if in_path else N_CTX_TEXT),
+                    langs=untrimmed_langs(dst, src))
     try:
         if text is None:
             from gguf_trim.translate.jobs import translate_file
@@ -84,11 +104,12 @@ def translate(model, text, dst, src, in_path, out_path, field, column, parallel,
                                  log=lambda m: click.echo(m, err=True))
             if as_json:  # a list of segments; the totals are the job's last line on stderr
                 click.echo(json.dumps([{"source": t.source, "translation": t.text, "tokens": t.tokens,
-                                        **_lang_fields(t.text, dst)} for t in res.translations], ensure_ascii=False))
+                                        **_lang_fields(t.text, dst, tr.langs)} for t in res.translations],
+                                      ensure_ascii=False))
         elif as_json or opts.reask:
             # --reask needs the whole output before anything is printed: it may be asked again
             t = tr.translate(text, dst, src)
-            lang = _lang_fields(t.text, dst)
+            lang = _lang_fields(t.text, dst, tr.langs)
             if as_json:
                 click.echo(json.dumps({"source": t.source, "translation": t.text, "from": t.src, "to": t.dst,
                                        "tokens": t.tokens, "seconds": round(t.seconds, 3), "guard": t.guarded,
@@ -102,17 +123,19 @@ def translate(model, text, dst, src, in_path, out_path, field, column, parallel,
                 pieces.append(piece)
                 click.echo(piece, nl=False)
             click.echo()
-            _warn_wrong_lang(_lang_fields("".join(pieces).strip(), dst), dst, False)
+            _warn_wrong_lang(_lang_fields("".join(pieces).strip(), dst, tr.langs), dst, False)
     finally:
         tr.close()
 
 
 @click.command("eval-translate")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--pairs", required=True, type=click.Path(), help="English<TAB>Vietnamese pairs (.tsv).")
+@click.option("--pairs", required=True, type=click.Path(),
+              help="Pairs (.tsv): English<TAB>Vietnamese, or X<TAB>Y under a first line naming the two codes "
+                   "(e.g. en<TAB>ja).")
 @click.option("--n", "n_pairs", type=int, help="Use N pairs spread over the file.")
-@click.option("--direction", "directions", multiple=True, default=("en-vi", "vi-en"), show_default=True,
-              type=click.Choice(["en-vi", "vi-en"]))
+@click.option("--direction", "directions", multiple=True, metavar="SRC-DST",
+              help="Direction (repeatable), e.g. en-vi, ja-en; default: both directions of the pairs' languages.")
 @click_options(TranslatorOptions, only=EVAL_FLAGS[0], overrides=EVAL_OVERRIDES)
 @click.option("--parallel", type=click.IntRange(min=1), help="Segments decoded together (default: what --n-ctx holds).")
 @click.option("--sequential", is_flag=True, help="Decode one segment at a time (the reference path).")

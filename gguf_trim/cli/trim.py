@@ -74,9 +74,11 @@ def _selection_note(sel) -> str | None:
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="Trimmed GGUF to write.")
-@click.option("--langs", default="en,vi", show_default=True, help="Languages to keep (en, vi).")
+@click.option("--langs", default="en,vi", show_default=True,
+              help="Languages to keep: comma-separated codes such as en,ja or en,ko,vi (`gguf-trim languages`).")
 @click.option("--profile", default="lossless", show_default=True,
-              help="lossless: every token En/Vi text can use; compact: the likely ones, to a target size.")
+              help="lossless: every token text of the languages can use; compact: the likely ones, to a target "
+                   "size.")
 @click.option("--keep", type=click.Path(), help="Tokens to keep whatever the profile says (text per line or JSONL).")
 @click.option("--drop", type=click.Path(), help="Tokens to drop (text per line or JSONL); refused if needed.")
 @click.option("--plan", "plan_in", type=click.Path(), help="Apply this (edited) plan instead of a profile.")
@@ -91,14 +93,14 @@ def _selection_note(sel) -> str | None:
               help="Write shards of at most SIZE of tensor data (e.g. 500M, 4G: decimal units, as llama.cpp's "
                    "gguf-split).")
 @click.option("--suppress/--no-suppress", default=True, show_default=True,
-              help="Write tokenizer.ggml.suppress_tokens: the kept tokens that can never be part of En/Vi output "
-                   "(byte tokens of foreign lead bytes), which stock llama.cpp, llama-server and ollama never "
-                   "sample. --no-suppress keeps only the source's own list.")
+              help="Write tokenizer.ggml.suppress_tokens: the kept tokens that can never be part of output in "
+                   "the languages (byte tokens of foreign lead bytes), which stock llama-server and llama-cli "
+                   "never sample. --no-suppress keeps only the source's own list.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_compact_options
 def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, hash_source, merge, split_max_size,
          suppress, as_json, **compact_flags):
-    """Write MODEL with only the tokens English/Vietnamese text can use.
+    """Write MODEL with only the tokens text of the chosen languages (--langs) can use.
 
     MODEL may be a split model (NAME-00001-of-00003.gguf...), given by any of its shards: the
     output is split the same way unless --merge or --split-max-size says otherwise."""
@@ -112,7 +114,7 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, ha
     res, sel = do_trim(model, output, langs=langs, profile=profile, plan=plan_in, keep=keep, drop=drop,
                        plan_out=plan_out, check=check, compact=compact, hash_source=hash_source,
                        layout="merge" if merge else "max-size" if max_size else "same", split_max_size=max_size,
-                       suppress=suppress)
+                       suppress=suppress, progress=sys.stderr.isatty())
     secs = time.perf_counter() - t0
     info = {"output": str(res.output), "outputs": [str(p) for p in res.outputs],
             "n_vocab_original": res.n_vocab_original,
@@ -152,7 +154,7 @@ def trim(model, output, langs, profile, keep, drop, plan_in, plan_out, check, ha
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", "plan_out", required=True, type=click.Path(), help="Plan file (JSONL) to write.")
-@click.option("--langs", default="en,vi", show_default=True)
+@click.option("--langs", default="en,vi", show_default=True, help="Languages to keep (see trim).")
 @click.option("--profile", default="lossless", show_default=True, help="lossless or compact (see trim).")
 @click.option("--keep", type=click.Path())
 @click.option("--drop", type=click.Path())
@@ -178,14 +180,17 @@ def plan(model, plan_out, langs, profile, keep, drop, **compact_flags):
               help="Lines per file (spread over it) scored for --bpb.")
 @click.option("--greedy", default=4, show_default=True, type=click.IntRange(min=0),
               help="Continue this many lines greedily and check no step wants a suppressed token (0: skip).")
+@click.option("--langs", default=None,
+              help="Language set to check the suppress list against (default: the one TRIMMED records).")
 @click.option("--json", "json_out", type=click.Path(), help="Write the full report as JSON here.")
-def verify(original, trimmed, texts, logits, bpb, bpb_lines, greedy, json_out):
+def verify(original, trimmed, texts, logits, bpb, bpb_lines, greedy, langs, json_out):
     """Check TRIMMED against ORIGINAL: tokenization fidelity per line, logits, bits per byte, load, sizes."""
     from gguf_trim.rewrite.verify import verify as do_verify
 
     if bpb and not texts:
         raise TrimError("--bpb needs --text files to score")
-    rep = do_verify(original, trimmed, list(texts), logits, bpb_lines=bpb_lines if bpb else 0, greedy=greedy)
+    rep = do_verify(original, trimmed, list(texts), logits, bpb_lines=bpb_lines if bpb else 0, greedy=greedy,
+                    langs=langs)
     if json_out:
         write_json(json_out, rep, ensure_ascii=False)
     click.echo(f"loads: yes   n_vocab {rep['n_vocab_original']:,} -> {rep['n_vocab_trimmed']:,}   "

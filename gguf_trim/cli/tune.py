@@ -14,8 +14,9 @@ from gguf_trim.tune.options import FinetuneOptions
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("--pairs", "pairs", multiple=True, required=True, type=click.Path(),
-              help="Translation pairs: TSV (English<TAB>Vietnamese[<TAB>...]) or JSONL with fields en and vi; "
-                   "repeatable. Both directions are trained.")
+              help="Translation pairs: TSV (English<TAB>Vietnamese[<TAB>...], or X<TAB>Y under a first line naming "
+                   "the two codes, e.g. en<TAB>ko) or JSONL with a field per language (en and vi); repeatable. "
+                   "Both directions are trained.")
 @click.option("--text", "texts", multiple=True, type=click.Path(),
               help="Monolingual Vietnamese text (one segment per line) mixed in by --text-share; repeatable.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Adapter GGUF to write.")
@@ -25,10 +26,14 @@ from gguf_trim.tune.options import FinetuneOptions
 @click_options(FinetuneOptions)
 @click.option("--json", "json_out", type=click.Path(), help="Write the report (curve, data, logits check) as JSON.")
 def finetune(model, pairs, texts, output, refine_to, json_out, **flags):
-    """Fine-tune MODEL for En<->Vi translation as a LoRA adapter GGUF (the base file is never changed).
+    """Fine-tune MODEL for translation (En<->Vi, or the pairs' languages) as a LoRA adapter GGUF (the base
+    file is never changed).
 
     Apply it with `gguf-trim translate --lora ADAPTER`, `llama-server --lora ADAPTER`, llama-cpp-python's
-    `lora_path=` or ollama's `ADAPTER`. Needs the train extra: pip install 'gguf-trim[train]'."""
+    `lora_path=` or ollama's `ADAPTER`. Needs the train extra: pip install 'gguf-trim[train]'.
+
+    A checkpoint (OUTPUT.ckpt.pt) is written every --checkpoint-every and on Ctrl-C; --resume continues
+    from it. It is removed when the run succeeds and stays after a failure or a kill."""
     from gguf_trim.extend.rows import require_train_stack
 
     require_train_stack()
@@ -38,11 +43,12 @@ def finetune(model, pairs, texts, output, refine_to, json_out, **flags):
         from gguf_trim.errors import TrimError
 
         raise TrimError("finetune needs PEFT: pip install 'gguf-trim[train]'") from None
+    from gguf_trim.tune.checkpoint import resume_command
     from gguf_trim.tune.lora import finetune as do_finetune
 
     opts, _ = from_params(FinetuneOptions, flags, progress=sys.stderr.isatty())
     r = do_finetune(model, list(pairs), output, list(texts), opts, log=lambda m: click.echo(m, err=True),
-                    refine_to=refine_to)
+                    refine_to=refine_to, resume_hint=resume_command("finetune"))
     rep = r.report
     if json_out:
         write_json(json_out, rep)

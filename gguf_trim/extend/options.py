@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import click
 
 from gguf_trim.options import flag
+from gguf_trim.tune.checkpoint import DEFAULT_EVERY, EVERY_HELP, RESUME_HELP
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,5 +56,8 @@ class RefineOptions:
              "model writes them; 0: none.")
     threads: int | None = flag(None, "--threads", type=click.IntRange(min=1),
                                help="PyTorch CPU threads (default: all cores).")
+    checkpoint_every: str = flag(DEFAULT_EVERY, "--checkpoint-every", show_default=True, metavar="N|TIME",
+                                 help=EVERY_HELP)
+    resume: bool = flag(False, "--resume", is_flag=True, help=RESUME_HELP)
     progress: bool = True  # a progress bar (else a log line now and then)
     self_text_tokens: int = 48  # tokens of each self-text continuation

@@ -24,6 +24,7 @@ from gguf_trim.extend.rows import (
     write_rows,
 )
 from gguf_trim.files import check_output
+from gguf_trim.tune.checkpoint import Checkpointer, fingerprint
 
 
 @dataclass
@@ -52,10 +53,12 @@ def provenance(corpus: list[str], opts: RefineOptions, report: Any) -> dict[str,
 
 def refine(model: str | Path, output: str | Path, corpus: list[str], opts: RefineOptions = RefineOptions(), *,
            rows_in: str | Path | None = None, rows_out: str | Path | None = None, check: bool = True,
-           log: Callable[[str], None] = print) -> RefineResult:
+           log: Callable[[str], None] = print, resume_hint: str | None = None) -> RefineResult:
     """Train the added rows of `model` on `corpus` (or take them from the .npz `rows_in`) and write the
     refined model to `output`; `rows_out`: also save the trained rows there. `opts.mix` may be the
-    `--mix` text (auto, lines, or weights "0.9,0.1")."""
+    `--mix` text (auto, lines, or weights "0.9,0.1"). Training checkpoints beside the output
+    (OUTPUT.ckpt.pt, tune.checkpoint) by `opts.checkpoint_every`, continued with `opts.resume`;
+    `resume_hint`: the command line that resumes, said on Ctrl-C."""
     t0 = time.perf_counter()
     check_output(output, model)
     with open_single(model) as g:
@@ -74,8 +77,11 @@ def refine(model: str | Path, output: str | Path, corpus: list[str], opts: Refin
     require_train_stack()
     from gguf_trim.extend.train import refine_rows
 
-    rows, report = refine_rows(model, list(corpus), opts, log=log)
+    fp = fingerprint(model, {"--corpus": list(corpus), "--eval-text": opts.eval_texts}, opts)
+    ck = Checkpointer(output, "refine", fp, opts.checkpoint_every, opts.resume, resume_hint, log)
+    rows, report = refine_rows(model, list(corpus), opts, log=log, checkpoint=ck)
     if rows_out:
         save_rows(rows_out, added, rows)
     out = write_rows(model, output, rows, provenance(corpus, opts, report), check=check)
+    ck.remove()
     return RefineResult(out, report.n_added, report.tensors, time.perf_counter() - t0, report=report)

@@ -17,13 +17,14 @@ per byte stayed the same without it.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from gguf_trim.extend.float_model import (
     roundtrip,
 )
 from gguf_trim.extend.options import RefineOptions
-from gguf_trim.extend.packing import Choices, Packer, added_share, cycle_lines, mix_weights
+from gguf_trim.extend.packing import Choices, Packer, added_share, mix_weights
 from gguf_trim.extend.rows import (
     SELF_TEXT,
     added_rows,
@@ -52,8 +53,10 @@ from gguf_trim.extend.rows import (
     split_corpora,
 )
 from gguf_trim.runtime.llama import load_llama
-
-LOGIT_CHUNK = 512  # positions per logits block: (512, n_vocab) float32 is 350 MB at 171k tokens
+from gguf_trim.tune.checkpoint import Checkpointer, LineStream
+from gguf_trim.tune.logits import BLOCK as LOGIT_CHUNK
+from gguf_trim.tune.logits import bound_head
+from gguf_trim.tune.logits import mode as logits_mode
 
 
 @dataclass
@@ -118,14 +121,19 @@ def batch_loss(rm: RowModel, seqs: list[list[int]], device: torch.device, dtype:
     amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     grad_ctx = nullcontext() if train else torch.no_grad()
     out = BatchLoss(n=n)
+    mode = logits_mode()  # bench train-cost's switch (tune/logits.py): blocks, all at once, or a one-row head
+    head = bound_head(rm.head.weight) if mode == "bound" else rm.logits
+    if mode == "bound":
+        tgt, choices = torch.where(tgt == -100, tgt, torch.zeros_like(tgt)), None
     with grad_ctx:
         with amp:
             h = rm.hidden(ids)[:, :-1].reshape(-1, rm.new_in.shape[1])
         hd = h.detach().requires_grad_(train and h.requires_grad)
-        for a in range(0, hd.shape[0], LOGIT_CHUNK):
+        block = hd.shape[0] if mode == "full" else LOGIT_CHUNK
+        for a in range(0, hd.shape[0], block):
             with amp:
-                logits = rm.logits(hd[a:a + LOGIT_CHUNK])
-            t = tgt[a:a + LOGIT_CHUNK]
+                logits = head(hd[a:a + block])
+            t = tgt[a:a + block]
             loss = F.cross_entropy(logits.float(), t, reduction="sum", ignore_index=-100)
             out.nats += float(loss.detach())
             if choices is not None:
@@ -135,7 +143,7 @@ def batch_loss(rm: RowModel, seqs: list[list[int]], device: torch.device, dtype:
                 out.choice_right += c_right
                 if train and choice_weight and c_n:
                     loss = loss + choice_weight * c_nats
-            if train:
+            if train and loss.requires_grad:  # (a one-row head on a batch without added tokens has none)
                 (loss / n).backward()
         if train and hd.requires_grad and hd.grad is not None:
             h.backward(hd.grad)
@@ -192,12 +200,15 @@ def _bpbs(r: dict[str, Any]) -> str:
 
 # -- the whole run --------------------------------------------------------------------------------
 
-def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
-                log=print) -> tuple[dict[str, np.ndarray], RefineReport]:
+def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions, log=print,
+                checkpoint: Checkpointer | None = None) -> tuple[dict[str, np.ndarray], RefineReport]:
     """Train the added rows of `model_path` on the corpora; returns the trained rows (float32,
-    as they are before quantization) and a report."""
+    as they are before quantization) and a report. `checkpoint`: saves the run now and then, and
+    holds the state it resumes from (what was measured before training is taken from it)."""
     from tqdm import tqdm
 
+    ck = checkpoint or Checkpointer(None, "refine")
+    old = ck.state or {}
     torch.manual_seed(opts.seed)
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -218,9 +229,12 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
     log(f"float model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M weights "
         f"(loaded in {time.perf_counter() - t0:.1f} s); training {len(added.ids):,} rows of "
         f"{', '.join(added.tensors)}")
-    check_lines = _check_sample(held_lines, opts.check_lines, rm, model_path)
-    check = logits_agreement(model_path, rm, check_lines) if check_lines else {}
-    if check:
+    if ck.state is None:
+        check_lines = _check_sample(held_lines, opts.check_lines, rm, model_path)
+        check = logits_agreement(model_path, rm, check_lines) if check_lines else {}
+    else:  # passed when the run began, on the same base file
+        check = old["report"]["logits_check"]
+    if check and ck.state is None:
         log(f"float model vs llama.cpp on {check['lines']} held-out lines ({check['positions']} positions, "
             f"{check['positions_with_new_tokens']} added tokens): max |logit diff| {check['max_abs_diff']:.3g}, "
             f"argmax agreement {check['argmax_agreement']:.1%}, bits/byte {check['bpb_llama_cpp']:.4f} (llama.cpp) "
@@ -244,10 +258,11 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
         names, mix = list(corpora), opts.mix
         if opts.self_text:
             t1 = time.perf_counter()
-            gen = self_text(model_path, rm.start, [x for (train, _), a in zip(split, shares) if a > 0 for x in train],
-                            opts.self_text, opts.self_text_tokens, opts.seed)
+            gen = old["self_text"] if ck.state else self_text(
+                model_path, rm.start, [x for (train, _), a in zip(split, shares) if a > 0 for x in train],
+                opts.self_text, opts.self_text_tokens, opts.seed)
             log(f"self-text: {len(gen):,} greedy continuations of training line heads by the model without its "
-                f"added tokens ({time.perf_counter() - t1:.0f} s)")
+                f"added tokens ({time.perf_counter() - t1:.0f} s" + (", from the checkpoint)" if ck.state else ")"))
             if len(gen) >= 2:  # trained on like a corpus; its held-out lines scored on their own
                 k = max(1, min(opts.heldout_lines, len(gen) // 20))
                 split.append((gen[k:], gen[:k]))
@@ -269,42 +284,61 @@ def refine_rows(model_path: str | Path, corpora: list[str], opts: RefineOptions,
         report.choice_groups, report.choice_weight = choices.n_groups, opts.choice_weight
         log(f"choice loss (weight {opts.choice_weight:g}): {len(added.ids):,} compounds in {choices.n_groups:,} groups "
             "by first piece")
-        report.before = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
+        if ck.state is not None:
+            for k in ("before", "curve", "steps", "tokens_trained", "seconds"):
+                setattr(report, k, old["report"][k])
+        else:
+            report.before = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
+            report.curve.append({"step": 0, "tokens": 0, **report.before})
         log(f"held-out ({len(held_lines):,} lines, {report.heldout_tokens:,} tokens): loss "
             f"{report.before['loss']:.4f}, {report.before['bpb']:.4f} bits/byte before ({_bpbs(report.before)})")
-        report.curve.append({"step": 0, "tokens": 0, **report.before})
         steps = opts.steps or max(1, math.ceil(opts.tokens / (opts.batch * opts.seq_len)))
         opt = torch.optim.Adam(rm.trainable(), lr=opts.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, opts.warmup))
-        streams = [packer.sequences(cycle_lines(train, opts.seed + k)) for k, (train, _) in enumerate(split)]
+        streams = [LineStream(packer, train, opts.seed + k) for k, (train, _) in enumerate(split)]
         draw = random.Random(opts.seed)
-        bar = tqdm(total=steps, disable=not opts.progress, unit="step", dynamic_ncols=True)
-        ema, t_train = None, time.perf_counter()
-        for step in range(1, steps + 1):
-            seqs = [next(streams[draw.choices(range(len(streams)), weights)[0]]) for _ in range(opts.batch)]
-            opt.zero_grad(set_to_none=True)
-            b = batch_loss(rm, seqs, device, dtype, train=True, choices=choices, choice_weight=opts.choice_weight)
-            nats, n = b.nats, b.n
-            opt.step()
-            sched.step()
-            report.steps, report.tokens_trained = step, report.tokens_trained + n
-            ema = nats / n if ema is None else 0.95 * ema + 0.05 * nats / n
-            rate = report.tokens_trained / (time.perf_counter() - t_train)
-            bar.set_postfix(loss=f"{ema:.3f}", tok_s=f"{rate:.0f}")
-            bar.update()
-            if not opts.progress and (step % 20 == 0 or step == steps):  # a log file gets a line now and then
-                log(f"step {step}/{steps}: {report.tokens_trained:,} tokens, loss {ema:.4f}, {rate:.0f} tokens/s")
-            if opts.eval_every and step % opts.eval_every == 0 and step < steps:
-                r = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
-                report.curve.append({"step": step, "tokens": report.tokens_trained, **r})
-                msg = (f"step {step}: {report.tokens_trained:,} tokens, held-out loss {r['loss']:.4f}, "
-                       f"{r['bpb']:.4f} bits/byte ({_bpbs(r)})")
-                if opts.progress:  # above the bar; a log file gets it through `log` (stdout is buffered)
-                    bar.write(msg, file=sys.stderr)
-                else:
-                    log(msg)
+        params = dict(zip(added.tensors, rm.trainable()))
+        if ck.state is not None:
+            ck.restore(params, opt, sched)
+            draw.setstate(old["draw"])
+            for stream, st in zip(streams, old["streams"]):
+                stream.set_state(st)
+
+        def snapshot() -> dict[str, Any]:
+            report.seconds = done_before + time.perf_counter() - t_train
+            so_far = json.loads(json.dumps(asdict(report), default=float))  # plain types: torch.load(weights_only)
+            return ck.snapshot(params, opt, sched, draw=draw.getstate(), streams=[s.state() for s in streams],
+                               self_text=gen if opts.self_text else [], report=so_far)
+
+        bar = tqdm(total=steps, initial=report.steps, disable=not opts.progress, unit="step", dynamic_ncols=True)
+        ema, t_train, done_before, tokens_before = None, time.perf_counter(), report.seconds, report.tokens_trained
+        with ck.guard():
+            for step in range(report.steps + 1, steps + 1):
+                seqs = [next(streams[draw.choices(range(len(streams)), weights)[0]]) for _ in range(opts.batch)]
+                opt.zero_grad(set_to_none=True)
+                b = batch_loss(rm, seqs, device, dtype, train=True, choices=choices, choice_weight=opts.choice_weight)
+                nats, n = b.nats, b.n
+                opt.step()
+                sched.step()
+                report.steps, report.tokens_trained = step, report.tokens_trained + n
+                ema = nats / n if ema is None else 0.95 * ema + 0.05 * nats / n
+                rate = (report.tokens_trained - tokens_before) / (time.perf_counter() - t_train)
+                bar.set_postfix(loss=f"{ema:.3f}", tok_s=f"{rate:.0f}")
+                bar.update()
+                if not opts.progress and (step % 20 == 0 or step == steps):  # a log file gets a line now and then
+                    log(f"step {step}/{steps}: {report.tokens_trained:,} tokens, loss {ema:.4f}, {rate:.0f} tokens/s")
+                if opts.eval_every and step % opts.eval_every == 0 and step < steps:
+                    r = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
+                    report.curve.append({"step": step, "tokens": report.tokens_trained, **r})
+                    msg = (f"step {step}: {report.tokens_trained:,} tokens, held-out loss {r['loss']:.4f}, "
+                           f"{r['bpb']:.4f} bits/byte ({_bpbs(r)})")
+                    if opts.progress:  # above the bar; a log file gets it through `log` (stdout is buffered)
+                        bar.write(msg, file=sys.stderr)
+                    else:
+                        log(msg)
+                ck.step(step, steps, snapshot)
         bar.close()
-        report.seconds = time.perf_counter() - t_train
+        report.seconds = done_before + time.perf_counter() - t_train
         rows = rm.rows()
         report.after = evaluate(rm, held, device, dtype, opts.batch, extra, choices)
         rm.set_rows(roundtrip(rows, types))

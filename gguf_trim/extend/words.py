@@ -1,5 +1,8 @@
 """Adding Vietnamese compound words as new tokens (USER_DEFINED) with initialised embeddings.
 
+Vietnamese only, by design: a file trimmed to a set without vi is refused (other languages' words
+are not written syllable by syllable, and no lexicon for them ships here).
+
 Vietnamese is written syllable by syllable, so "học sinh" costs several tokens. llama.cpp
 matches USER_DEFINED tokens on the raw text before BPE/SPM (even with parse_special=false,
 longest first), so an added " học sinh" becomes one id in stock llama.cpp. Each new row of
@@ -22,6 +25,7 @@ from gguf_trim.format import keys
 from gguf_trim.format.gguffile import OutTensor, encode_field, write_gguf
 from gguf_trim.format.quant import encode_rows, rows_float
 from gguf_trim.format.shards import SPLIT_KEYS, open_model
+from gguf_trim.langs import file_langs
 from gguf_trim.rewrite.metadata import vocab_tensors
 from gguf_trim.runtime.loadcheck import load_check
 from gguf_trim.vocab.suppress import file_suppress, suppressible
@@ -101,9 +105,10 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
                 corpus: str | Path | None = None, init: str = "mean", check: bool = True,
                 suppress: bool = True) -> ExtendResult:
     """Write `model` plus new USER_DEFINED tokens for the most useful compound forms.
-    `suppress`: for a file trimmed to en,vi, the suppress list is the source's plus what the script
-    guard never allows in the extended vocabulary (the added compounds are Vietnamese, so in practice
-    the source's list); otherwise the source's list is copied as it is."""
+    `suppress`: for a file gguf-trim trimmed, the suppress list is the source's plus what the script
+    guard of its language set never allows in the extended vocabulary (the added compounds are
+    Vietnamese, so in practice the source's list); otherwise the source's list is copied as it is. A file
+    trimmed to a set without vi is refused."""
     from gguf_trim.runtime.llama import load_llama
 
     out, _ = check_output(output, model)
@@ -118,6 +123,10 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
             raise TrimError(f"{corpus}: cannot read ({e})") from None
     with open_model(model) as g:
         check_output(output, g.paths)  # also none of the other shards
+        lset = file_langs(g)
+        if lset is not None and "vi" not in lset:
+            raise TrimError(f"{model}: extend adds Vietnamese compound words, and this file was trimmed to "
+                            f"{lset.key} (no vi)")
         vocab = Vocab.from_gguf(g)
         new, skipped = choose_forms(words, top, text, vocab)
         if not new:
@@ -161,11 +170,11 @@ def extend_file(model: str | Path, words_path: str | Path, output: str | Path, t
             else:
                 kv.append(f.raw)
         listed = file_suppress(g)
-        langs = g.fields[keys.LANGS].text() if keys.LANGS in g.fields else None
-        if suppress and langs and set(langs.split(",")) <= {"en", "vi"}:
+        lset = file_langs(g)
+        if suppress and lset is not None:
             pieces = vocab.pieces + [x.encode() for x in new]
             types = np.concatenate([vocab.types, np.full(len(new), USER_DEFINED, dtype=vocab.types.dtype)])
-            listed = np.union1d(listed, suppressible(pieces, types, vocab.named_special_ids))
+            listed = np.union1d(listed, suppressible(pieces, types, lset.chars, vocab.named_special_ids))
         if len(listed):
             kv.append(encode_field(SUPPRESS_KEY, GGUFValueType.ARRAY, listed.astype(np.int32), GGUFValueType.INT32))
         kv.append(encode_field(keys.EXTENDED_FROM_N_VOCAB, GGUFValueType.UINT32, n_old))

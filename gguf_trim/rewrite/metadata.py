@@ -95,7 +95,8 @@ def suppress_list(sel: Selection, n_pad: int, source_ids: np.ndarray | None = No
     new_id[kept] = np.arange(len(kept))
     pieces = [vocab.pieces[i] for i in kept.tolist()] + [b""] * n_pad
     types = np.concatenate([vocab.types[kept], np.full(n_pad, UNUSED, dtype=vocab.types.dtype)])
-    ids = suppressible(pieces, types, [new_id[i] for i in vocab.named_special_ids if new_id[i] >= 0])
+    ids = suppressible(pieces, types, sel.language_set.chars,
+                       [new_id[i] for i in vocab.named_special_ids if new_id[i] >= 0])
     if source_ids is not None and len(source_ids):
         ids = np.union1d(ids, source_ids)
     return ids.astype(np.int32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,51 @@ class ShardCopier:
 
 
 LAYOUTS = ("same", "merge", "max-size")
+# A trim copying at least this many bytes takes more than a few seconds: it shows a progress bar
+# (when asked: the CLI asks when stderr is a terminal).
+PROGRESS_MIN_BYTES = 10**9
+
+
+class CopyProgress:
+    """A tqdm bar (on stderr) of the bytes written so far to the temp files of a trim.
+
+    Why by polling: the bytes are copied in the kernel (copy_file_range) by worker threads, in
+    chunks of 256 MB; a thread here reads how much of each temp file is allocated (st_blocks)
+    four times a second, which needs no hook in the copy loops and costs nothing measurable.
+    The bar counts the unchanged bytes plus the vocab tensors' rows, the bulk of the output."""
+
+    def __init__(self, writers: list, total: int, label: str):
+        from tqdm import tqdm
+
+        self.writers, self.total = writers, total
+        self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr,
+                        leave=False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _written(self) -> int:
+        n = 0
+        for w in self.writers:
+            try:
+                n += os.stat(w.tmp).st_blocks * 512 if w.tmp else 0
+            except OSError:
+                pass
+        return min(n, self.total)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.25):
+            self.bar.update(self._written() - self.bar.n)
+
+    def close(self, done: bool = False) -> None:
+        """Stop polling; `done`: show the bar full first."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        if done:
+            self.bar.update(self.total - self.bar.n)
+        self.bar.close()
 
 
 class ModelWriter:
@@ -88,7 +134,7 @@ class ModelWriter:
 
     def __init__(self, src: GGUFModel, output: str | Path, n_vocab: int, check: bool = True,
                  hash_source: bool = False, layout: str = "same", max_size: int | None = None,
-                 suppress: bool = True):
+                 suppress: bool = True, progress: bool = False):
         if layout not in LAYOUTS:
             raise TrimError(f"unknown output layout {layout!r} ({', '.join(LAYOUTS)})")
         if (layout == "max-size") != (max_size is not None):
@@ -97,7 +143,8 @@ class ModelWriter:
             raise TrimError("--split-max-size must be a positive size")
         self.src, self.output, self.n_vocab = src, Path(output), n_vocab
         self.check, self.hash_source, self.layout, self.max_size = check, hash_source, layout, max_size
-        self.suppress = suppress
+        self.suppress, self.progress = suppress, progress
+        self._bar: CopyProgress | None = None
         check_output(self.output, src.paths)  # before anything else, for a fast refusal
         self.writers: list[TrimWriter | ShardCopier] = []
         self._sel: Selection | None = None
@@ -169,17 +216,29 @@ class ModelWriter:
         for w in self.writers:
             if isinstance(w, TrimWriter):
                 w.start(sel)
+        total = self.src.size
+        if self.progress and total >= PROGRESS_MIN_BYTES:
+            self._bar = CopyProgress(self.writers, total - self._vocab_bytes_dropped(sel), self.output.name)
         copiers = [w for w in self.writers if isinstance(w, ShardCopier)]
         if copiers:  # one after the other, beside the trimmed files
             self._copy_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
             self._copies = self._copy_pool.submit(lambda: [c.copy() for c in copiers])
         return self
 
+    def _vocab_bytes_dropped(self, sel: Selection | None) -> int:
+        """Bytes of the vocab tensors' rows the output leaves out (0 before the selection is known)."""
+        if sel is None:
+            return 0
+        n_rows = sel.n_kept + len(self._pad)
+        return sum(t.nbytes // self.n_vocab * (self.n_vocab - n_rows) for t in vocab_tensors(self.src, self.n_vocab))
+
     def finish(self, sel: Selection) -> TrimResult:
         """Write the vocab tensors and headers, check the set, rename every file into place."""
         if not self.started:
             self.start(sel)
         self._prepare(sel)
+        if self._bar is not None:  # started before the selection: now the dropped rows are known
+            self._bar.total = self._bar.bar.total = self.src.size - self._vocab_bytes_dropped(sel)
         main = self.writers[0]
         assert isinstance(main, TrimWriter)
         for w in self.writers:
@@ -187,6 +246,8 @@ class ModelWriter:
                 w.finish(sel)
         if self._copies is not None:
             self._copies.result()
+        if self._bar is not None:
+            self._bar.close(done=True)
         if len(self.writers) > 1:
             try:  # the temp set, read as llama.cpp reads a split model
                 GGUFModel(None, paths=[w.tmp for w in self.writers]).close()
@@ -208,6 +269,8 @@ class ModelWriter:
 
     def abort(self) -> None:
         """Stop every copy, then remove every temp file (no-op after a successful finish)."""
+        if self._bar is not None:
+            self._bar.close()
         for w in self.writers:
             w._stop.set()
         if self._copy_pool is not None:

@@ -21,6 +21,7 @@ import numpy as np
 from gguf_trim.errors import TrimError
 from gguf_trim.format import keys
 from gguf_trim.format.shards import model_size, open_model
+from gguf_trim.langs import LanguageSet, file_langs, language_set
 from gguf_trim.runtime.llama import check_loads, end_ids, load_llama, tokenize
 from gguf_trim.vocab.suppress import file_suppress, suppressible
 from gguf_trim.vocab.vocabulary import Vocab
@@ -145,15 +146,18 @@ def bpb_summary(a: list, b: list) -> dict[str, Any]:
             "bpb_change": bt / bo - 1 if size else float("nan")}
 
 
-def check_suppress(original: str | Path, trimmed: str | Path, kept: np.ndarray) -> dict[str, Any]:
-    """Is every id of the trimmed file's suppress list of the right kind? (see the module docstring)"""
+def check_suppress(original: str | Path, trimmed: str | Path, kept: np.ndarray,
+                   langs: str | LanguageSet | None = None) -> dict[str, Any]:
+    """Is every id of the trimmed file's suppress list of the right kind for its language set (`langs`,
+    default the one recorded in the file, else en,vi)? (see the module docstring)"""
     with open_model(trimmed) as g:
         vt = Vocab.from_gguf(g)
         ids = file_suppress(g)
+        lset = language_set(langs) if langs is not None else file_langs(g) or language_set(None)
     with open_model(original) as g:
         source_ids = set(file_suppress(g).tolist())
     specials = vt.named_special_ids
-    guard_ids = set(suppressible(vt.pieces, vt.types, specials).tolist())
+    guard_ids = set(suppressible(vt.pieces, vt.types, lset.chars, specials).tolist())
     problems = []
     for i in ids.tolist():
         if not 0 <= i < vt.n:
@@ -194,7 +198,8 @@ def greedy_avoids(model: str | Path, ids: np.ndarray, lines: list[str], max_toke
 
 
 def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = (), logits: int = 0,
-           worst: int = 5, bpb_lines: int = 0, greedy: int = 4) -> dict[str, Any]:
+           worst: int = 5, bpb_lines: int = 0, greedy: int = 4, langs: str | LanguageSet | None = None
+           ) -> dict[str, Any]:
     """Fidelity, logits and load report of a trimmed file (see the module docstring)."""
     for path in (original, trimmed):  # what trim would refuse in the input, said as trim says it
         if not Path(path).is_file():
@@ -230,7 +235,7 @@ def verify(original: str | Path, trimmed: str | Path, texts: list[str | Path] = 
         for f, a, b in zip(report["files"], line_bits_per_file(original, samples),
                            line_bits_per_file(trimmed, samples)):
             f.update(bpb_summary(a, b))
-    sup = check_suppress(original, trimmed, kept)
+    sup = check_suppress(original, trimmed, kept, langs)
     listed = sup.pop("suppress_ids")
     report.update(sup)
     with open_model(trimmed) as g:

@@ -11,13 +11,23 @@ else goes to fastText's lid.176 model (176 languages) in the compressed form tha
 the installed package, never downloaded (the package's larger model, which it would fetch at
 run time, is never asked for). fastText alone calls short Vietnamese lines English or Catalan
 (see the README for the accuracy of each on the dev text).
+
+Other language sets: the Vietnamese-letter rule would call Portuguese "você está" or French "fenêtre"
+Vietnamese, so it runs only where Vietnamese is possible (`detect`'s `candidates`, `check`'s set); our
+codes map to fastText's labels through each language's `lid` entry (`in_language`: zh-Hans -> zh,
+sr-Latn -> sr/sh/hr/bs).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
 
 from gguf_trim.errors import TrimError
+
+if TYPE_CHECKING:
+    from gguf_trim.langs import LanguageSet
 
 _VI_LETTERS = re.compile("[ăâđêôơưĂÂĐÊÔƠƯ\u1ea0-\u1ef9\u0300-\u0309\u0323]")
 _WORD = re.compile(r"[^\W\d_]+")
@@ -37,18 +47,64 @@ class LangDetector:
         self._ft = FastText(LangDetectConfig(model="lite"))
         self._ft.detect("hello", model="lite")  # load the shipped model now, not mid-job
 
-    def fasttext(self, text: str) -> str:
-        """fastText's top label alone (no Vietnamese-letter rule), for comparison."""
+    def fasttext(self, text: str, candidates: Collection[str] | None = None) -> str:
+        """fastText's top label alone (no Vietnamese-letter rule), for comparison; with `candidates`,
+        its most probable label among them ('und' when it gives none of them)."""
         text = " ".join(text.split())
-        return self._ft.detect(text, model="lite", k=1)[0]["lang"] if text else "und"
+        if not text:
+            return "und"
+        if candidates is None:
+            return self._ft.detect(text, model="lite", k=1)[0]["lang"]
+        for r in self._ft.detect(text, model="lite", k=-1):
+            if r["lang"] in candidates:
+                return r["lang"]
+        return "und"
 
-    def detect(self, text: str) -> str:
+    @staticmethod
+    def _vi(words: list[str]) -> bool:
+        return sum(1 for w in words if _VI_LETTERS.search(w)) >= VI_WORD_SHARE * len(words)
+
+    def detect(self, text: str, candidates: Collection[str] | None = None) -> str:
+        """The text's label; `candidates`: the fastText labels it may have (None: any). The
+        Vietnamese-letter rule applies only when 'vi' may be the answer."""
         words = _WORD.findall(text)
         if not words:
             return "und"
-        if sum(1 for w in words if _VI_LETTERS.search(w)) >= VI_WORD_SHARE * len(words):
+        if (candidates is None or "vi" in candidates) and self._vi(words):
             return "vi"
-        return self.fasttext(text)
+        return self.fasttext(text, candidates)
+
+    def check(self, text: str, dst: str, langs: LanguageSet | Iterable[str] | None = None) -> tuple[str, bool]:
+        """The language check of an output asked for in `dst` (one of the set `langs`, default en,vi):
+        (its language, whether that is not `dst`). The label is unrestricted, so an answer in a third
+        language shows as that one; the Vietnamese-letter rule applies only when the set writes
+        Vietnamese. The language is given as the set's code where one matches ('zh' -> 'zh-Hant')."""
+        codes = tuple(langs) if langs is not None else ("en", "vi")
+        words = _WORD.findall(text)
+        if not words:
+            return "und", True
+        label = "vi" if "vi" in codes and self._vi(words) else self.fasttext(text)
+        if in_language(label, dst):
+            return dst, False
+        return next((c for c in codes if in_language(label, c)), label), True
+
+
+def in_language(label: str, code: str) -> bool:
+    """Does a fastText label count as our language `code` ('zh' as zh-Hans or zh-Hant, 'hr' as sr-Latn)?"""
+    from gguf_trim.langs.table import LANGUAGES
+
+    for e in LANGUAGES:
+        if e.code == code:
+            return label in e.lid
+    return label == code
+
+
+def labels_for(codes: Iterable[str]) -> frozenset[str]:
+    """The fastText labels that count as any of these languages."""
+    from gguf_trim.langs.table import LANGUAGES
+
+    codes = set(codes)
+    return frozenset(x for e in LANGUAGES if e.code in codes for x in e.lid) | codes
 
 
 _DETECTOR: LangDetector | None = None

@@ -132,3 +132,4 @@ class Adapters:
 
         if self.specs and llama_cpp.llama_set_adapters_lora(ctx, self._ptrs, len(self.specs), self._scales):
             raise TrimError("llama.cpp could not set the LoRA adapters on a context")
+

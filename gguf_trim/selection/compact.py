@@ -1,20 +1,21 @@
-"""The compact profile: from the lossless En/Vi set, keep the tokens English and Vietnamese text is
-likely to use, up to a target size (or above a minimum count), and drop the rest leaf first.
+"""The compact profile: from the lossless set of the languages, keep the tokens their text is likely to
+use, up to a target size (or above a minimum count), and drop the rest leaf first.
 
 Why several signals: a corpus of a few MB uses only ~30k ids, and a kept set of just those makes
 10-30% of unseen lines tokenize differently. Three rankings are combined, each over the same
 candidates (the lossless set minus what must stay):
 
 - corpus: how often the token occurs in the given corpus, counted as llama.cpp tokenizes;
-- words: how much word-frequency mass of common English and Vietnamese words (wordfreq's lists,
-  Zipf >= 3, i.e. at least once per million words; as "w", " w", "W", " W") the token takes part in;
+- words: how much word-frequency mass of the languages' common words (wordfreq's lists, Zipf >= 3,
+  i.e. at least once per million words; as "w", " w", "W", " W") the token takes part in; a language
+  wordfreq has no list for (Thai) is chosen by the corpus alone, which it then needs;
 - prior: the tokenizer's own order, the BPE merge rank or the SPM score, which follows how common
   the token was in the tokenizer's (multilingual) training text.
 
 A token's priority is its best rank in any of the three (a round robin over the lists), so each
 signal brings its most certain tokens first; the plan says which signal kept each token. The
-prior knows nothing of languages, so a token that only common words of other Latin-script
-languages use (and neither the corpus nor En/Vi words) is moved behind all others in it.
+prior knows nothing of languages, so a token that only common words of other languages of the same
+scripts use (and neither the corpus nor the kept languages' words) is moved behind all others in it.
 Dropping goes from the lowest priority up, but only tokens no kept token is built from (leaves),
 so the kept set stays closed: a token becomes droppable once everything built from it is gone.
 """
@@ -29,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from gguf_trim.errors import TrimError
+from gguf_trim.langs import LanguageSet, language_set
+from gguf_trim.langs.table import LANGUAGES
 from gguf_trim.rewrite.padding import PAD_MODULUS  # the rewrite keeps n_vocab congruent to the original modulo this
 from gguf_trim.selection.selection import Selection, select_lossless
 from gguf_trim.vocab.vocabulary import SPECIAL_TYPES, Vocab
@@ -79,6 +82,24 @@ LATIN_LANGS = ("ca", "cs", "da", "de", "en", "es", "fi", "fil", "fr", "hu", "id"
 WORDS_FORMAT = 2  # bump when the word evidence changes, to invalidate caches
 
 
+def word_langs(lset: LanguageSet) -> tuple[str, ...]:
+    """wordfreq codes of the set's languages that have a list."""
+    return tuple(dict.fromkeys(lang.entry.wordfreq for lang in lset.languages if lang.entry.wordfreq))
+
+
+def peer_langs(lset: LanguageSet) -> tuple[str, ...]:
+    """wordfreq languages written in the set's scripts but not in it: their common words show which
+    tokens belong to other languages. Latin: LATIN_LANGS (measured above); other scripts: the table's
+    languages of that script."""
+    mine = set(word_langs(lset))
+    out: list[str] = []
+    for sc in sorted(lset.scripts):
+        peers = LATIN_LANGS if sc == "Latn" else tuple(e.wordfreq for e in LANGUAGES
+                                                       if sc in e.scripts and e.wordfreq)
+        out += [x for x in peers if x not in mine and x not in out]
+    return tuple(out)
+
+
 def word_forms(langs: tuple[str, ...], capitals: bool = True,
                min_freq: float = WORD_MIN_FREQ) -> dict[str, float]:
     """Common words of the languages in the forms text uses them: "w", " w" (and "W", " W")."""
@@ -118,17 +139,18 @@ def _tokenize_forms(vocab: Vocab, model_path: str | Path, forms: list[str]) -> l
         llm.close()
 
 
-def word_evidence(vocab: Vocab, model_path: str | Path, langs: tuple[str, ...],
+def word_evidence(vocab: Vocab, model_path: str | Path, lset: LanguageSet,
                   use_cache: bool = True, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(word-frequency mass of the kept languages' common words per token, number of other
-    Latin-script languages' common word forms per token); cached per tokenizer and languages."""
+    """(word-frequency mass of the kept languages' common words per token, number of common word forms
+    of other languages of the same scripts per token); cached per tokenizer and languages."""
     from importlib.metadata import version
 
     from gguf_trim.files import cache_dir, save_cache
     from gguf_trim.selection.count import id_counts
     from gguf_trim.vocab.tokenizer import tokenizer_key
 
-    others = tuple(x for x in LATIN_LANGS if x not in langs)
+    langs = lset.codes
+    others = peer_langs(lset)
     path = cache_dir() / (f"words-{tokenizer_key(vocab)[:20]}-{'.'.join(langs)}-"
                           f"{version('wordfreq')}-{WORDS_FORMAT}.npy")
     if use_cache:
@@ -139,9 +161,9 @@ def word_evidence(vocab: Vocab, model_path: str | Path, langs: tuple[str, ...],
         except (OSError, ValueError):
             pass
     if progress:
-        print("gguf-trim: tokenizing the common words of 27 languages (once per tokenizer, then cached) ...",
-              file=sys.stderr, flush=True)
-    mine = word_forms(langs)
+        print(f"gguf-trim: tokenizing the common words of {len(word_langs(lset)) + len(others)} languages "
+              "(once per tokenizer, then cached) ...", file=sys.stderr, flush=True)
+    mine = word_forms(word_langs(lset))
     theirs = [f for f in word_forms(others, capitals=False) if f not in mine]
     texts = list(mine) + theirs
     ids = _tokenize_forms(vocab, model_path, texts)
@@ -163,7 +185,7 @@ def target_kept(n_vocab: int, target: int) -> int:
 
 
 def select_compact(vocab: Vocab, ev: Evidence, target: int | None = None, min_count: int | None = None,
-                   langs: str = "en,vi", keep_list: list[int] | None = None,
+                   langs: str | LanguageSet = "en,vi", keep_list: list[int] | None = None,
                    drop_list: list[int] | None = None) -> Selection:
     """The compact selection (see the module docstring). With `min_count`, every candidate seen
     fewer times in the corpus and in no common word goes, leaf first; otherwise the set is cut to
@@ -258,14 +280,19 @@ def select_compact(vocab: Vocab, ev: Evidence, target: int | None = None, min_co
 
 
 def gather_evidence(vocab: Vocab, model_path: str | Path, corpus: list[str] | None = None,
-                    field_name: str | None = None, columns: list[int] | None = None, langs: str = "en,vi",
+                    field_name: str | None = None, columns: list[int] | None = None,
+                    langs: str | LanguageSet = "en,vi",
                     words: bool = True, use_cache: bool = True, progress: bool = True,
                     workers: int | None = None) -> Evidence:
     """Corpus counts, word-list mass and prior rank for `select_compact`."""
     from gguf_trim.selection.corpus import open_corpus
     from gguf_trim.selection.count import count_tokens
-    from gguf_trim.vocab.charset import check_langs
 
+    lset = language_set(langs)
+    listless = [lang.code for lang in lset.languages if not lang.entry.wordfreq]
+    if listless and words and not corpus:
+        raise TrimError(f"the compact profile needs --corpus for {', '.join(listless)}: wordfreq has no word list "
+                        "for it, so only text in it can say which tokens it uses")
     info: dict = {}
     counts = np.zeros(vocab.n, dtype=np.int64)
     if corpus:
@@ -282,8 +309,8 @@ def gather_evidence(vocab: Vocab, model_path: str | Path, corpus: list[str] | No
         if res.mismatch:
             info["fast_path_refused"] = res.mismatch
     if words:
-        mass, foreign = word_evidence(vocab, model_path, check_langs(langs), use_cache, progress)
+        mass, foreign = word_evidence(vocab, model_path, lset, use_cache, progress)
     else:
         mass, foreign = np.zeros(vocab.n), None
-    info["word_lists"] = "wordfreq " + ",".join(check_langs(langs)) if words else None
+    info["word_lists"] = "wordfreq " + ",".join(word_langs(lset)) if words else None
     return Evidence(counts, mass, prior_rank(vocab), foreign, info)

@@ -13,6 +13,7 @@ import numpy as np
 
 from gguf_trim.errors import TrimError
 from gguf_trim.files import atomic_write
+from gguf_trim.langs import language_set
 from gguf_trim.selection.selection import Selection, close, judge_vocab, required_ids
 from gguf_trim.vocab.vocabulary import Vocab
 
@@ -71,8 +72,8 @@ def read_plan(path: str | Path, vocab: Vocab) -> Selection:
         if not keep[i]:
             raise TrimError(f"{p}: the plan removes token {i} {vocab.display(i)!r}, a {reason} token that "
                             "llama.cpp needs; put it back")
-    langs = tuple(str(header.get("langs", "en,vi")).split(","))
-    allowed, _ = judge_vocab(vocab)
+    langs = language_set(str(header.get("langs", "en,vi"))).codes
+    allowed, _ = judge_vocab(vocab, language_set(langs).chars)
     sel = Selection(vocab, keep, why, allowed, {i: "plan" for i in np.flatnonzero(~keep).tolist()},
                     langs=langs, profile=str(header.get("profile", "plan")))
     close(sel, refuse=set(np.flatnonzero(~keep).tolist()), refuse_reason="the plan removes it")

@@ -1,4 +1,4 @@
-"""Choosing which tokens to keep: the lossless English+Vietnamese profile and its closure.
+"""Choosing which tokens to keep: the lossless profile for a language set and its closure.
 
 Why the closure is cheap: a token kept by the character rule has only kept-by-rule
 substrings (their characters, or the characters their partial UTF-8 bytes can belong to, are
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from gguf_trim.errors import TrimError
-from gguf_trim.vocab.charset import check_langs, judge_bytes
+from gguf_trim.langs import LanguageSet, language_set
+from gguf_trim.vocab.charset import CharacterSet
 from gguf_trim.vocab.tokenizer import literal_regex
 from gguf_trim.vocab.vocabulary import BYTE, SPECIAL_TYPES, UNUSED, Vocab
 
@@ -30,7 +31,7 @@ class Selection:
     vocab: Vocab
     keep: np.ndarray  # bool per original id
     why: dict[int, str]  # reason per kept id
-    allowed: np.ndarray  # bool per original id: all its characters are English/Vietnamese
+    allowed: np.ndarray  # bool per original id: all its characters are in the language set
     dropped_label: dict[int, str] = field(default_factory=dict)  # why each dropped id went
     closure_added: list[int] = field(default_factory=list)
     langs: tuple[str, ...] = ("en", "vi")
@@ -45,6 +46,10 @@ class Selection:
     @property
     def n_kept(self) -> int:
         return int(self.keep.sum())
+
+    @property
+    def language_set(self) -> LanguageSet:
+        return language_set(self.langs)
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {r: 0 for r in REASONS}
@@ -107,17 +112,17 @@ def read_token_list(path: str | Path, vocab: Vocab) -> list[int]:
     return ids
 
 
-def select_lossless(vocab: Vocab, langs: str = "en,vi", keep_list: list[int] | None = None,
+def select_lossless(vocab: Vocab, langs: str | LanguageSet = "en,vi", keep_list: list[int] | None = None,
                     drop_list: list[int] | None = None) -> Selection:
-    """Keep what English/Vietnamese text can produce, the specials and the bytes, then close."""
-    lang_t = check_langs(langs)
+    """Keep what text of the language set can produce, the specials and the bytes, then close."""
+    lset = language_set(langs)
     n = vocab.n
     keep = np.zeros(n, dtype=bool)
     why: dict[int, str] = {}
     dropped: dict[int, str] = {}
     required = required_ids(vocab)
     types = vocab.types.tolist()
-    allowed, labels = judge_vocab(vocab)
+    allowed, labels = judge_vocab(vocab, lset.chars)
     for i in range(n):
         if i in required:
             keep[i], why[i] = True, required[i]
@@ -141,13 +146,14 @@ def select_lossless(vocab: Vocab, langs: str = "en,vi", keep_list: list[int] | N
             why.pop(i, None)
             dropped[i] = "drop-list"
             manual.add(i)
-    sel = Selection(vocab, keep, why, allowed, dropped, langs=lang_t)
+    sel = Selection(vocab, keep, why, allowed, dropped, langs=lset.codes)
     close(sel, refuse=manual, refuse_reason="it is in the --drop list")
     return sel
 
 
-def judge_vocab(vocab: Vocab) -> tuple[np.ndarray, list[str]]:
+def judge_vocab(vocab: Vocab, chars: CharacterSet) -> tuple[np.ndarray, list[str]]:
     """The character judgement of every token: (allowed per id, label per id)."""
+    judge_bytes = chars.judge_bytes
     allowed = np.zeros(vocab.n, dtype=bool)
     labels = []
     for i, pc in enumerate(vocab.pieces):

@@ -132,7 +132,7 @@ def translate_file_ray(model: str, in_path: str, out_path: str, dst: str, src: s
     temperature, seed, guard, prompt, style, reask); each worker task reserves `threads` CPUs (default 1)
     and one GPU when n_gpu_layers > 0. `shards` defaults to what the cluster runs at once, and a resumed job keeps
     the shard count it started with."""
-    from gguf_trim.translate.translator import PromptStyle, resolve_prompt_guard
+    from gguf_trim.translate.translator import PromptStyle, check_direction, model_langs, resolve_prompt_guard
 
     segments, records = read_segments(in_path, field, column)
     out, state, parts = Path(out_path), state_path(out_path), parts_dir(out_path)
@@ -145,6 +145,8 @@ def translate_file_ray(model: str, in_path: str, out_path: str, dst: str, src: s
     options["prompt"], options["guard"] = resolve_prompt_guard(model, options.get("prompt", "auto"),
                                                                options.get("guard"))
     options["style"] = options["style"].resolved(options["prompt"])
+    langs, trimmed = model_langs(model, options.get("langs"))
+    src, dst = check_direction(langs, dst, src, model, trimmed)  # here: a wrong direction costs no cluster
     options["threads"] = options["threads"] or 1
     settings = job_settings(model, options, dst, src, field, column, in_path)
     sha = file_sha256(in_path)
@@ -172,11 +174,11 @@ def translate_file_ray(model: str, in_path: str, out_path: str, dst: str, src: s
     finally:
         if owned:
             ray.shutdown()
-    _warn_wrong_lang(out, field, column, dst, bool(options.get("reask")))
+    _warn_wrong_lang(out, field, column, dst, bool(options.get("reask")), langs)
     return len(segments)
 
 
-def _warn_wrong_lang(out: Path, field: str, column: int, dst: str, reask: bool) -> None:
+def _warn_wrong_lang(out: Path, field: str, column: int, dst: str, reask: bool, langs=None) -> None:
     """The merged output's count of segments not in the target language, on stderr (never silent)."""
     from gguf_trim.runtime.langid import detector
     from gguf_trim.translate.jobs import wrong_lang_note
@@ -185,7 +187,7 @@ def _warn_wrong_lang(out: Path, field: str, column: int, dst: str, reask: bool) 
     if det is None:
         return
     texts, _ = read_segments(out, field, column)
-    n = sum(1 for t in texts if t.strip() and det.detect(t) != dst)
+    n = sum(1 for t in texts if t.strip() and det.check(t, dst, langs)[1])
     if n:
         print(f"gguf-trim: warning: {out}: {wrong_lang_note(n, dst, reask)}", file=sys.stderr)
 

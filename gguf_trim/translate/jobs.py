@@ -245,10 +245,10 @@ class FileResult:
 def wrong_lang_note(n: int, dst: str, reask: bool = False, what: str | None = None) -> str:
     """The one-line warning for outputs not in the target language (never silent: issue 27); `what`
     names them instead of the count ("the output (en) is")."""
-    from gguf_trim.translate.prompts import LANG_NAMES
+    from gguf_trim.translate.prompts import language
 
     what = what or (f"{n} output is" if n == 1 else f"{n} outputs are")
-    return (f"{what} not in {LANG_NAMES[dst]} (by the language detector)"
+    return (f"{what} not in {language(dst).name} (by the language detector)"
             + ("" if reask else "; --reask asks the model again"))
 
 
@@ -291,7 +291,7 @@ def translate_file(tr: Any, in_path: str | Path, out_path: str | Path | None, ds
                 res.translations.append(t)
             res.segments += 1
             res.tokens += t.tokens
-            if det is not None and t.text and det.detect(t.text) != dst:
+            if det is not None and t.text and det.check(t.text, t.dst, tr.langs)[1]:
                 res.wrong_lang += 1
             bar.update(1)
             bar.set_postfix_str(f"{res.tokens / max(time.perf_counter() - t0, 1e-9):.1f} tok/s", refresh=False)

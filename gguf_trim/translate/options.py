@@ -33,8 +33,8 @@ class TranslatorOptions:
     seed: int | None = flag(None, "--seed", type=int, help="Sampling seed (with --temperature > 0).")
     guard: bool | None = flag(
         None, "--guard/--no-guard",
-        help="Script guard: forbid characters outside English/Vietnamese. Default: on for files "
-             "trimmed to en,vi.")
+        help="Script guard: forbid characters outside the model's languages. Default: on for files "
+             "gguf-trim trimmed (their languages are recorded).")
     prompt: str = flag("auto", "--prompt", show_default=True, type=click.Choice(["auto", "chat", "fewshot"]),
                        help="chat: the GGUF's chat template; fewshot: shipped examples (models without one).")
     shots: bool | None = flag(

@@ -1,13 +1,15 @@
-"""English <-> Vietnamese translation on llama-cpp-python: one segment (`translate`, streaming too) or
-many decoded together in batches (`translate_many`, through runtime.batch).
+"""Translation between two languages of a model's set (English <-> Vietnamese by default) on
+llama-cpp-python: one segment (`translate`, streaming too) or many decoded together in batches
+(`translate_many`, through runtime.batch).
 
 Chat/instruct models go through the chat template stored in the GGUF; base models (no
 template, e.g. Gemma-3-270m) through a few-shot prompt whose examples ship here. Every
 segment stops at the end of its line or turn, so output stays line-aligned with input.
-The script guard (on by default for files trimmed to en,vi) makes other scripts impossible. The
-file's own suppress list (tokenizer.ggml.suppress_tokens) is obeyed in every path, guard or not, as
-stock llama.cpp obeys it; the guard forbids a superset of what gguf-trim lists, so guarded output
-does not change.
+The languages are the set the file was trimmed to (gguf_trim.langs): a translation is between two of
+them, and the script guard (on by default for files gguf-trim trimmed) makes characters outside them
+impossible. The file's own suppress list (tokenizer.ggml.suppress_tokens) is obeyed in every path,
+guard or not, as stock llama.cpp obeys it; the guard forbids a superset of what gguf-trim lists, so
+guarded output does not change.
 """
 
 from __future__ import annotations
@@ -22,18 +24,17 @@ import numpy as np
 from llama_cpp import LogitsProcessorList
 
 from gguf_trim.errors import TrimError
-from gguf_trim.format import keys
 from gguf_trim.format.shards import open_model
+from gguf_trim.langs import LanguageSet, file_langs, language_set
 from gguf_trim.runtime.guard import ScriptGuard
 from gguf_trim.runtime.llama import end_ids, load_llama
 from gguf_trim.translate.prompts import (
-    LANG_NAMES,
-    LANG_SELF,
     REASK,
     PromptStyle,
     chat_messages,
     detect_lang,
     few_shot_prompt,
+    language,
 )
 from gguf_trim.vocab.suppress import file_suppress
 
@@ -64,12 +65,12 @@ class Translation:
 
 def resolve_prompt_guard(model: str | Path, prompt: str = "auto", guard: bool | None = None) -> tuple[str, bool]:
     """The prompt style and guard a Translator of `model` uses, from the file's metadata alone
-    (chat when it has a template; the guard on when it was trimmed to en,vi)."""
+    (chat when it has a template; the guard on when gguf-trim trimmed it, so its language set is known)."""
     with open_model(model) as g:
-        langs = g.fields[keys.LANGS].text() if keys.LANGS in g.fields else None
+        langs = file_langs(g)
         has_template = "tokenizer.chat_template" in g.fields
     if guard is None:
-        guard = langs is not None and set(langs.split(",")) <= {"en", "vi"}
+        guard = langs is not None
     if prompt == "auto":
         prompt = "chat" if has_template else "fewshot"
     elif prompt not in ("chat", "fewshot"):
@@ -77,6 +78,42 @@ def resolve_prompt_guard(model: str | Path, prompt: str = "auto", guard: bool | 
     if prompt == "chat" and not has_template:
         raise TrimError(f"{model} has no chat template; use --prompt fewshot")
     return prompt, guard
+
+
+def model_langs(model: str | Path, langs: str | Iterable[str] | LanguageSet | None = None
+                ) -> tuple[LanguageSet, bool]:
+    """The languages a Translator of `model` translates between, and whether the file records them: the
+    set gguf-trim trimmed it to; for a file it did not trim (which can write anything) `langs`, default en,vi."""
+    with open_model(model) as g:
+        recorded = file_langs(g)
+    return recorded or language_set(langs), recorded is not None
+
+
+def check_direction(langs: LanguageSet, dst: str, src: str = "auto", model: str | Path | None = None,
+                    trimmed: bool = True) -> tuple[str, str]:
+    """(src, dst) as codes of `langs` (src may stay 'auto'); a one-line TrimError for an unknown code or
+    one outside the set, naming the set."""
+    out = []
+    for role, code in (("from", src), ("into", dst)):
+        if role == "from" and code == "auto":
+            out.append(code)
+            continue
+        lang = language(code)
+        if lang.code not in langs:
+            name = Path(model).name if model else "the model"
+            where = (f"{name} was trimmed to {langs.key}" if trimmed
+                     else f"{name} was not trimmed; its translator's languages are {langs.key} (langs=...)")
+            raise TrimError(f"{where}: it cannot translate {role} {lang.name} ({lang.code})")
+        out.append(lang.code)
+    return out[0], out[1]
+
+
+def check_model_direction(model: str | Path, dst: str, src: str = "auto",
+                          langs: str | Iterable[str] | LanguageSet | None = None) -> tuple[str, str]:
+    """check_direction against the languages a Translator of `model` would have (model_langs), from the
+    file's metadata alone: a wrong direction is refused before a model loads or a cluster starts."""
+    lset, trimmed = model_langs(model, langs)
+    return check_direction(lset, dst, src, model, trimmed)
 
 
 @dataclass
@@ -89,12 +126,15 @@ class Translator:
     n_gpu_layers: int = 0
     temperature: float = 0.0
     seed: int | None = None
-    guard: bool | None = None  # None: on when the file was trimmed to en,vi
+    guard: bool | None = None  # None: on when gguf-trim trimmed the file
     prompt: str = "auto"  # auto | chat | fewshot
     style: PromptStyle = PromptStyle()
     reask: bool = False  # ask once more (REASK style) when an output is not in the target language
     flash_attn: bool = True  # attention skips the cells of other sequences (see BatchEngine)
     lora: tuple = ()  # LoRA adapters (tune.adapter.LoraSpec) applied on every context
+    # The languages it translates between (a LanguageSet once built): always the set a trimmed file records;
+    # for a file gguf-trim did not trim, these (default en,vi; see untrimmed_langs).
+    langs: str | Iterable[str] | LanguageSet | None = None
     _llm: object = field(default=None, repr=False)
     _guard: ScriptGuard | None = field(default=None, repr=False)
     _suppress: np.ndarray | None = field(default=None, repr=False)  # the file's suppress list (ids)
@@ -103,10 +143,12 @@ class Translator:
     _engine: object = field(default=None, repr=False)
     _prefixes: dict = field(default_factory=dict, repr=False)
     _primed: list = field(default_factory=list, repr=False)
+    _trimmed: bool = field(default=False, repr=False)  # langs is the set the file records
 
     def __post_init__(self) -> None:
         self.prompt, self.guard = resolve_prompt_guard(self.model, self.prompt, self.guard)
         self.style = self.style.resolved(self.prompt)
+        self.langs, self._trimmed = model_langs(self.model, self.langs)
         self._llm = load_llama(self.model, n_ctx=self.n_ctx, n_threads=self.threads,
                                n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn)
         if self.lora:
@@ -123,7 +165,7 @@ class Translator:
         n = self._llm.n_vocab()
         self._suppress = ids[(ids >= 0) & (ids < n)] if len(ids) else None  # llama.cpp skips the others too
         if self.guard:
-            self._guard = ScriptGuard.for_model(self.model, end_ids(self._llm))
+            self._guard = ScriptGuard.for_model(self.model, end_ids(self._llm), self.langs)
             self._guard.forbidden(b"")  # build the common state's table up front
 
     def max_tokens(self, text: str) -> int:
@@ -149,7 +191,7 @@ class Translator:
                     eos_token=m.token_get_text(eos) if eos != -1 else "",
                     bos_token=m.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
             res = self._formatter(messages=chat_messages(text, src, dst, style))
-            prompt = res.prompt + (f"{LANG_SELF[dst]}:" if style.lang_prefix else "")
+            prompt = res.prompt + (f"{language(dst).autonym}:" if style.lang_prefix else "")
             return llm.tokenize(prompt.encode("utf-8"), add_bos=not res.added_special, special=True)
         m = llm._model
         cls, sep = m.token_cls(), m.token_sep()
@@ -187,15 +229,25 @@ class Translator:
         mask[self._suppress] = True
         return mask
 
+    def check_direction(self, dst: str, src: str = "auto") -> tuple[str, str]:
+        """(src, dst) as codes of this translator's languages; one line naming them when not."""
+        return check_direction(self.langs, dst, src, self.model, self._trimmed)
+
+    def source_guess(self, dst: str) -> str:
+        """The source assumed where none can be detected (a blank segment, the shared prompt prefix of an
+        auto job): the set's first other language (en for vi, vi for en)."""
+        return next((c for c in self.langs.codes if c != dst), dst)
+
+    def foreign_chars(self, text: str) -> list[str]:
+        """Characters outside this translator's languages (what its guard forbids)."""
+        return self.langs.chars.foreign(text)
+
     def translate(self, text: str, dst: str, src: str = "auto", stream: bool = False) -> Iterator[str] | Translation:
         """Translate one segment (its newlines are flattened to spaces), one at a time through
         llama-cpp-python's create_completion on the prompt tokens of prompt_tokens()."""
         text = " ".join(text.split())
-        if dst not in LANG_NAMES:
-            raise TrimError(f"--to must be one of {', '.join(LANG_NAMES)}")
-        src = detect_lang(text) if src == "auto" else src
-        if src not in LANG_NAMES:
-            raise TrimError(f"--from must be auto or one of {', '.join(LANG_NAMES)}")
+        src, dst = self.check_direction(dst, src)
+        src = detect_lang(text, self.langs) if src == "auto" else src
         t0 = time.perf_counter()
         res = self._complete(text, src, dst, self.style, stream)
         if stream:
@@ -216,12 +268,11 @@ class Translator:
         kw = self._kwargs(self._job_budget(text, prompt))
         return self._llm.create_completion(prompt, stream=stream, **kw)
 
-    @staticmethod
-    def wrong_lang(out: str, dst: str) -> bool:
-        """Is this output not in the target language (by the language detector)?"""
+    def wrong_lang(self, out: str, dst: str) -> bool:
+        """Is this output not in the target language (by the language detector, within this set)?"""
         from gguf_trim.runtime.langid import detector
 
-        return detector().detect(out) != dst
+        return detector().check(out, dst, self.langs)[1]
 
     def shared_prefix(self, src: str, dst: str, style: PromptStyle | None = None) -> list[int]:
         """The prompt tokens every segment of this direction starts with (cached)."""
@@ -286,11 +337,8 @@ class Translator:
         is the job's wall time. Blank segments give "" without touching the model."""
         from gguf_trim.runtime.batch import Job
 
-        if dst not in LANG_NAMES:
-            raise TrimError(f"--to must be one of {', '.join(LANG_NAMES)}")
-        if src != "auto" and src not in LANG_NAMES:
-            raise TrimError(f"--from must be auto or one of {', '.join(LANG_NAMES)}")
-        guess = src if src != "auto" else ("en" if dst == "vi" else "vi")
+        src, dst = self.check_direction(dst, src)
+        guess = src if src != "auto" else self.source_guess(dst)
         prefix = self.shared_prefix(guess, dst)
         ready: dict[int, Translation] = {}
         meta: dict[int, tuple[str, str]] = {}
@@ -301,7 +349,7 @@ class Translator:
                 if not text:
                     ready[i] = Translation("", "", guess, dst, 0, 0.0, self._guard is not None)
                     continue
-                s = detect_lang(text) if src == "auto" else src
+                s = detect_lang(text, self.langs) if src == "auto" else src
                 meta[i] = (text, s)
                 prompt = self.prompt_tokens(text, s, dst)
                 yield Job(i, prompt, self._job_budget(text, prompt))
@@ -358,8 +406,6 @@ class Translator:
             self._llm = None
 
 
-def foreign_chars(text: str) -> list[str]:
-    """Characters outside the English/Vietnamese set (what the guard forbids)."""
-    from gguf_trim.vocab.charset import char_allowed
-
-    return [c for c in text if not char_allowed(ord(c))]
+def foreign_chars(text: str, langs: str | Iterable[str] | LanguageSet | None = None) -> list[str]:
+    """Characters outside a language set (default en,vi): what a guard for that set forbids."""
+    return language_set(langs).chars.foreign(text)

@@ -1,5 +1,6 @@
 """LoRA adapter GGUFs as llama.cpp reads them (src/llama-adapter.cpp): written here, and checked
-against a base model before llama.cpp sees them (no PyTorch here).
+against a base model before llama.cpp sees them (no PyTorch, no llama_cpp here: loading one is
+runtime/llama.py's `Adapters`).
 
 Why a separate file instead of merged weights: merging into a quantized GGUF would requantize
 every matrix; an adapter leaves the base byte-identical and is applied at load time by
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from gguf.constants import GGMLQuantizationType, GGUFValueType
 
-from gguf_trim.errors import GGUFError, InternalError, TrimError
+from gguf_trim.errors import GGUFError, TrimError
 from gguf_trim.files import atomic_write
 from gguf_trim.format.gguffile import GGUFFile, OutTensor, encode_field, write_gguf
 from gguf_trim.format.keys import FINETUNE_PREFIX, encode_record
@@ -103,19 +104,3 @@ def check_adapter(adapter: str | Path, model: str | Path) -> dict[str, Any]:
     return {"tensors": len(pairs), "alpha": float(alpha), "rank": int(next(iter(pairs.values()))["lora_a"][1])
             if pairs else 0, "meta": meta}
 
-
-def load_check_adapter(adapter: str | Path, model: str | Path) -> None:
-    """llama.cpp itself loads the adapter onto the model (vocab-only load is not enough: it needs the
-    weights), in this process: llama_adapter_lora_init fails softly."""
-    import llama_cpp
-
-    from gguf_trim.runtime.llama import load_llama
-
-    llm = load_llama(model, n_ctx=64)
-    try:
-        ptr = llama_cpp.llama_adapter_lora_init(llm._model.model, str(adapter).encode())
-        if not ptr:
-            raise InternalError(f"{adapter}: llama.cpp does not load it onto {model}")
-        llama_cpp.llama_adapter_lora_free(ptr)
-    finally:
-        llm.close()

@@ -21,15 +21,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gguf_trim.errors import InternalError, TrimError
 from gguf_trim.extend.rows import added_rows, open_single, read_rows, write_rows
 from gguf_trim.files import check_output, file_sha256
 from gguf_trim.format.keys import EXTENDED_FROM_N_VOCAB, REFINED_PREFIX
 from gguf_trim.format.shards import open_model
+from gguf_trim.tune import logits
 from gguf_trim.tune.adapter import LoraSpec, write_adapter
-from gguf_trim.tune.data import Example, clean_pairs, read_pair_file, render_pair, render_text
+from gguf_trim.tune.checkpoint import Checkpointer, examples_digest, fingerprint
+from gguf_trim.tune.data import Example, clean_pairs, parse_pair, read_pair_files, render_pair, render_text
 from gguf_trim.tune.options import FinetuneOptions, target_names
 
 
@@ -88,13 +89,6 @@ def adapter_weights(peft_model: Any, names: dict[str, str]) -> dict[str, tuple[n
     return out
 
 
-def head_logits(inner: Any, h: torch.Tensor) -> torch.Tensor:
-    """float32 logits of final hidden states, soft-capped where the model caps them (Gemma 2)."""
-    logits = inner.lm_head(h).float()
-    cap = getattr(inner.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
-
-
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
     n = 0
     while n < limit and a[n] == b[n]:
@@ -131,15 +125,16 @@ def _inputs(rows: Any, ids: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _head(inner: Any, rows: Any, h: torch.Tensor) -> torch.Tensor:
-    return head_logits(inner, h) if rows is None else rows.logits(h).float()
+    return logits.head_logits(inner, h) if rows is None else rows.logits(h).float()
 
 
-def _group_logits(inner: Any, prefix: int, group: list[Example], device: torch.device, rows: Any = None
+def _group_hidden(inner: Any, prefix: int, group: list[Example], device: torch.device, rows: Any = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and targets at the scored positions of one group. Why the shared prefix is run once:
-    a few-shot prompt is ~120 of ~160 tokens, the same in every example of a direction; its keys and
-    values are computed once (with gradients, the LoRA acts on them too) and repeated over the group,
-    which is the same arithmetic as running every example whole, at about half the cost."""
+    """Final hidden states and targets at the scored positions of one group (at every position, -100
+    where none is scored, in logits mode `full`). Why the shared prefix is run once: a few-shot prompt
+    is ~120 of ~160 tokens, the same in every example of a direction; its keys and values are computed
+    once (with gradients, the LoRA acts on them too) and repeated over the group, which is the same
+    arithmetic as running every example whole, at about half the cost."""
     key = _cache_arg(type(inner.model))
     cache = None
     if prefix:
@@ -157,22 +152,27 @@ def _group_logits(inner: Any, prefix: int, group: list[Example], device: torch.d
     ids, mask, score = ids.to(device), mask.to(device), score.to(device)
     h = inner.model(**_inputs(rows, ids), attention_mask=mask, use_cache=cache is not None,
                     **{key: cache}).last_hidden_state
-    return _head(inner, rows, h[score]), torch.roll(ids, -1, dims=1)[score]
+    tgt = torch.roll(ids, -1, dims=1)
+    if logits.mode() == "full":
+        return h.reshape(-1, h.shape[-1]), torch.where(score, tgt, -100).reshape(-1)
+    return h[score], tgt[score]
 
 
 def example_loss(model: Any, batch: list[Example], device: torch.device, share_prefix: bool = True,
                  rows: Any = None) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over the target positions of a batch (logits only where they are scored:
-    the output matrix over a 100k+ vocabulary is most of the memory otherwise). `rows`: a RowModel
-    whose added rows are trained too (`--refine-to`)."""
+    """Mean cross-entropy over the target positions of a batch (logits only where they are scored, in
+    blocks: tune/logits.py). `rows`: a RowModel whose added rows are trained too (`--refine-to`)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     groups = prefix_groups(batch) if share_prefix else [(0, batch)]
+    head = functools.partial(_head, inner, rows)
+    params = rows.trainable() if rows is not None else []
+    bound = logits.bound_head((rows.head if rows is not None else inner.lm_head).weight)
     total, n = None, 0
     for prefix, group in groups:
-        logits, tgt = _group_logits(inner, prefix, group, device, rows)
-        part = F.cross_entropy(logits, tgt, reduction="sum")
+        h, tgt = _group_hidden(inner, prefix, group, device, rows)
+        part = logits.summed_ce(h, tgt, head, params, bound)
         total = part if total is None else total + part
-        n += int(tgt.numel())
+        n += int((tgt != -100).sum())
     return total / max(n, 1), n
 
 
@@ -228,11 +228,13 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
 
 
 def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, texts: list[str | Path] = (),
-             opts: FinetuneOptions = FinetuneOptions(), log=print, refine_to: str | Path | None = None
-             ) -> FinetuneResult:
+             opts: FinetuneOptions = FinetuneOptions(), log=print, refine_to: str | Path | None = None,
+             resume_hint: str | None = None) -> FinetuneResult:
     """Train a LoRA adapter for translation on `pairs` (TSV/JSONL files) and write it to `output`.
     `refine_to`: also train the rows `extend` added (refine's stage, in the same run) and write
-    them into that copy of `model`; the adapter is then for the copy."""
+    them into that copy of `model`; the adapter is then for the copy. Checkpoints (OUTPUT.ckpt.pt,
+    tune.checkpoint) by `opts.checkpoint_every`, continued with `opts.resume`; `resume_hint`: the
+    command line that resumes, said on Ctrl-C."""
     from gguf_trim.extend.float_model import RowModel, load_float_model, pick_device, roundtrip
     from gguf_trim.translate.translator import Translator
 
@@ -248,8 +250,12 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
             added = added_rows(g)  # one line where the model was not extended
             rows0 = read_rows(g, added)
             row_types = {name: g.tensor(name).ggml_type for name in added.tensors}
-    all_pairs = [p for path in pairs for p in read_pair_file(path)]
-    data = clean_pairs(all_pairs, opts.heldout, opts.seed)
+    base_sha = file_sha256(model)
+    fp = fingerprint(model, {"--pairs": list(pairs), "--text": list(texts)}, opts, base_sha,
+                     **{"--refine-to": refine_to is not None})
+    ck = Checkpointer(out, "finetune", fp, opts.checkpoint_every, opts.resume, resume_hint, log)
+    langs, all_pairs = read_pair_files(list(pairs), parse_pair(opts.pair))
+    data = clean_pairs(all_pairs, opts.heldout, opts.seed, langs)
     lines: list[str] = []
     for path in texts:
         try:
@@ -264,11 +270,12 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
     if untrained and refine_to is None:
         log(f"note: {Path(model).name} has rows `extend` added that were never trained; --refine-to trains them in "
             "this run (docs/finetune.md)")
-    base_sha = file_sha256(model)
-    tr = Translator(model, n_ctx=max(512, opts.seq_len + 64), guard=False)
+    tr = Translator(model, n_ctx=max(512, opts.seq_len + 64), guard=False, langs=",".join(langs))
     try:
-        train = [render_pair(tr, en, vi, d) for en, vi in data.train for d in ("en-vi", "vi-en")]
-        held = [render_pair(tr, en, vi, d) for en, vi in data.heldout for d in ("en-vi", "vi-en")]
+        tr.check_direction(langs[1], langs[0])  # a file trimmed to other languages could not write the answers
+        both = (f"{langs[0]}-{langs[1]}", f"{langs[1]}-{langs[0]}")
+        train = [render_pair(tr, a, b, d, langs) for a, b in data.train for d in both]
+        held = [render_pair(tr, a, b, d, langs) for a, b in data.heldout for d in both]
         mono = [e for e in (render_text(tr, x, opts.seq_len) for x in lines) if e is not None]
         prompt_kind = tr.prompt
     finally:
@@ -278,6 +285,8 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
     held = [e for e in held if len(e.ids) <= opts.seq_len]
     if not train or not held:
         raise TrimError(f"no example fits --seq-len {opts.seq_len} (prompt + answer)")
+    ck.verify("examples", examples_digest([train, held, mono]), "the same files give other training examples (another "
+              "tokenizer, template or cleaning?)")
     device = pick_device(opts.device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -296,33 +305,48 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
     steps = opts.steps or max(1, math.ceil(opts.tokens / (opts.batch * per_example)))
     rng = np.random.default_rng(opts.seed)
     t0 = time.perf_counter()
-    before = heldout_loss(peft_model, held, device, opts.batch, rows)
-    curve = [{"step": 0, "tokens": 0, "heldout_loss": round(before, 4)}]
+    trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
+    trainable.update({f"rows.{k}": p for k, p in enumerate(rows.trainable())} if rows is not None else {})
+    trained, losses, start = 0, [], 0
+    if ck.state is not None:
+        st = ck.restore(trainable, optim)
+        rng.bit_generator.state = st["data"]["rng"]
+        before, curve, trained, losses, start = st["before"], st["curve"], st["trained"], st["losses"], st["step"]
+        t0 -= st["seconds"]
+    else:
+        before = heldout_loss(peft_model, held, device, opts.batch, rows)
+        curve = [{"step": 0, "tokens": 0, "heldout_loss": round(before, 4)}]
+
+    def snapshot() -> dict[str, Any]:
+        return ck.snapshot(trainable, optim, data={"rng": rng.bit_generator.state}, before=before, curve=curve,
+                           trained=trained, losses=losses, seconds=time.perf_counter() - t0)
+
     log(f"finetune: {len(train):,} examples ({prompt_kind} prompts, both directions), {len(held)} held out, "
         f"{len(names)} matrices, rank {opts.rank}" + (f", {len(added.ids):,} added rows" if added else "")
         + f"; {steps} steps; held-out loss {before:.4f}")
-    trained, losses = 0, []
-    for step in range(steps):
-        for grp in optim.param_groups:
-            grp["lr"] = grp["base_lr"] * _lr_factor(step, steps, opts.warmup)
-        n_text = int(rng.binomial(opts.batch, opts.text_share)) if mono else 0
-        batch = [train[i] for i in rng.integers(0, len(train), opts.batch - n_text)]
-        batch += [mono[i] for i in rng.integers(0, len(mono), n_text)] if n_text else []
-        peft_model.train()
-        loss, n = example_loss(peft_model, batch, device, rows=rows)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        for grp in groups:  # each on its own: the rows' gradients must not crowd out the LoRA's
-            torch.nn.utils.clip_grad_norm_(grp["params"], 1.0)
-        optim.step()
-        trained += n
-        losses.append(float(loss.detach()))
-        if opts.eval_every and (step + 1) % opts.eval_every == 0 and step + 1 < steps:
-            peft_model.eval()
-            h = heldout_loss(peft_model, held, device, opts.batch, rows)
-            curve.append({"step": step + 1, "tokens": trained, "heldout_loss": round(h, 4)})
-            log(f"  step {step + 1}/{steps}: train loss {np.mean(losses[-opts.eval_every:]):.4f}, held-out {h:.4f}, "
-                f"{trained:,} tokens, {time.perf_counter() - t0:.0f} s")
+    with ck.guard():
+        for step in range(start, steps):
+            for grp in optim.param_groups:
+                grp["lr"] = grp["base_lr"] * _lr_factor(step, steps, opts.warmup)
+            n_text = int(rng.binomial(opts.batch, opts.text_share)) if mono else 0
+            batch = [train[i] for i in rng.integers(0, len(train), opts.batch - n_text)]
+            batch += [mono[i] for i in rng.integers(0, len(mono), n_text)] if n_text else []
+            peft_model.train()
+            loss, n = example_loss(peft_model, batch, device, rows=rows)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            for grp in groups:  # each on its own: the rows' gradients must not crowd out the LoRA's
+                torch.nn.utils.clip_grad_norm_(grp["params"], 1.0)
+            optim.step()
+            trained += n
+            losses.append(float(loss.detach()))
+            if opts.eval_every and (step + 1) % opts.eval_every == 0 and step + 1 < steps:
+                peft_model.eval()
+                h = heldout_loss(peft_model, held, device, opts.batch, rows)
+                curve.append({"step": step + 1, "tokens": trained, "heldout_loss": round(h, 4)})
+                log(f"  step {step + 1}/{steps}: train loss {np.mean(losses[-opts.eval_every:]):.4f}, held-out "
+                    f"{h:.4f}, {trained:,} tokens, {time.perf_counter() - t0:.0f} s")
+            ck.step(step + 1, steps, snapshot)
     peft_model.eval()
     new_rows = None
     if rows is not None:  # from here on the float model holds the rows as the file will (quantized)
@@ -368,6 +392,7 @@ def finetune(model: str | Path, pairs: list[str | Path], output: str | Path, tex
         raise
     if file_sha256(model) != base_sha:
         raise InternalError(f"{model} changed while fine-tuning")
+    ck.remove()
     report = {"output": str(out), "prompt": prompt_kind, "train_pairs": len(data.train),
               "heldout_pairs": len(data.heldout), "read_pairs": data.read, "dropped": dict(data.dropped),
               "too_long_examples": too_long, "examples": len(train), "text_lines": len(mono), "steps": steps,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import click
 
 from gguf_trim.options import flag
+from gguf_trim.tune.checkpoint import DEFAULT_EVERY, EVERY_HELP, RESUME_HELP
 
 # The projections llama.cpp applies LoRA to in every block (GGUF names, llama-adapter.cpp matches by name).
 ATTENTION = ("attn_q", "attn_k", "attn_v", "attn_output")
@@ -50,6 +51,12 @@ class FinetuneOptions:
                                  "compared with the float model's.")
     threads: int | None = flag(None, "--threads", type=click.IntRange(min=1),
                                help="PyTorch CPU threads (default: all cores).")
+    pair: str | None = flag(None, "--pair", metavar="X,Y",
+                            help="The pairs' two languages, in column order, for files whose first line does not "
+                                 "name them (e.g. en<TAB>ko); default en,vi.")
+    checkpoint_every: str = flag(DEFAULT_EVERY, "--checkpoint-every", show_default=True, metavar="N|TIME",
+                                 help=EVERY_HELP)
+    resume: bool = flag(False, "--resume", is_flag=True, help=RESUME_HELP)
     progress: bool = True
 
 

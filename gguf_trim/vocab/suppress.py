@@ -1,28 +1,28 @@
 """The ids a trimmed file asks every llama.cpp sampler never to emit (`tokenizer.ggml.suppress_tokens`).
 
-Why: the script guard runs only inside gguf-trim. Stock llama-server and llama-cli (and ollama, which
-runs them) read this key (llama-vocab.cpp) and give its ids a -inf logit bias in every sampler they
-build (common/sampling.cpp), so there too a trimmed model cannot spell a foreign character through
-its byte tokens. The list holds exactly the kept tokens the guard forbids in every UTF-8 state: tokens
-that can never be part of English/Vietnamese output. So it never removes a token the guard would
+Why: the script guard runs only inside gguf-trim. Stock llama-server and llama-cli read this key
+(llama-vocab.cpp) and give its ids a -inf logit bias in every sampler they build (common/sampling.cpp),
+so there too a trimmed model cannot spell a foreign character through its byte tokens. The list holds
+exactly the kept tokens the guard forbids in every UTF-8 state: tokens
+that can never be part of output in the file's language set. So it never removes a token the guard would
 allow, and greedy output on allowed text is unchanged. The tokens stay in the vocabulary, so input
 text still tokenizes exactly as before.
 
 What a static list cannot stop: a lead byte that begins both allowed and foreign characters, followed
-by the continuation byte of a foreign one. 0xE1 begins the Vietnamese letters and Myanmar, Hangul
-Jamo, Khmer, Ethiopic...; 0xE2 punctuation and CJK radicals; 0xEF ligatures and fullwidth forms;
-0xF0 emoji and CJK Extension B. Only a stateful constraint (the guard, a grammar) stops those.
+by the continuation byte of a foreign one. For en,vi: 0xE1 begins the Vietnamese letters and Myanmar,
+Hangul Jamo, Khmer, Ethiopic...; 0xE2 punctuation and CJK radicals; 0xEF ligatures and fullwidth forms;
+0xF0 emoji and CJK Extension B. For en,ja 0xE4-0xE9 begin both kanji and Chinese-only Han. Only a
+stateful constraint (the guard, a grammar) stops those (docs/languages.md measures each set).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from gguf_trim.vocab.charset import ALLOWED, continue_ok, split_head, utf8_len
+from gguf_trim.vocab.charset import CharacterSet, split_head
 from gguf_trim.vocab.vocabulary import BYTE, CONTROL, NORMAL, SUPPRESS_KEY, USER_DEFINED
 
 RENDERED_TYPES = (NORMAL, 0, BYTE, USER_DEFINED)  # token types whose text llama.cpp writes to the output
@@ -35,44 +35,36 @@ def guard_view(pieces: list[bytes], types: np.ndarray) -> tuple[list[bytes], np.
     return rendered, np.asarray(types) == CONTROL
 
 
-@lru_cache(maxsize=1)
-def pending_states() -> tuple[bytes, ...]:
-    """Every incomplete UTF-8 sequence allowed output can end with: the proper prefixes of the
-    encodings of the allowed characters (a few hundred)."""
-    states: set[bytes] = set()
-    for cp in np.flatnonzero(ALLOWED[0x80:]).tolist():
-        enc = chr(cp + 0x80).encode("utf-8", "surrogatepass")
-        for k in range(1, len(enc)):
-            states.add(enc[:k])
-    return tuple(sorted(states))
-
-
-def never_allowed(pieces: list[bytes], always_ok: np.ndarray, exclude: set[int] | frozenset[int] = frozenset()
-                  ) -> np.ndarray:
+def never_allowed(pieces: list[bytes], always_ok: np.ndarray, chars: CharacterSet,
+                  exclude: set[int] | frozenset[int] = frozenset()) -> np.ndarray:
     """Ids (sorted int32) the script guard forbids in every UTF-8 state: at a character boundary and
-    after every incomplete allowed character. `exclude`: ids never listed (the special ids)."""
-    by_need: dict[int, list[bytes]] = {}
-    for p in pending_states():
-        by_need.setdefault(utf8_len(p[0]) - len(p), []).append(p)
+    after every incomplete allowed character (`chars.pending_states`). `exclude`: ids never listed (the
+    special ids). A token that starts with continuation bytes fits some state exactly when those bytes
+    can end an allowed character after a proper prefix of it (and the rest is allowed text) or sit
+    inside one (and nothing follows): `chars.infixes`, so no state has to be tried one by one."""
+    ends, inside = chars.infixes
     out = []
     for i, piece in enumerate(pieces):
         if always_ok[i] or i in exclude or not piece:
             continue
-        head, _ = split_head(piece)
+        head, rest = split_head(piece)
         if not head:  # starts a character: only the boundary state can take it
-            if not continue_ok(b"", piece)[0]:
-                out.append(i)
-            continue
-        states = [p for need, ps in by_need.items() if need >= len(head) for p in ps]
-        if not any(continue_ok(p, piece)[0] for p in states):
+            ok = chars.fresh_ok(piece)[0]
+        elif rest:
+            ok = head in ends and chars.fresh_ok(rest)[0]
+        else:
+            ok = head in ends or head in inside
+        if not ok:
             out.append(i)
     return np.asarray(out, dtype=np.int32)
 
 
-def suppressible(pieces: list[bytes], types: np.ndarray, specials: Iterable[int] = ()) -> np.ndarray:
-    """The ids `trim` lists for a vocabulary given as stored pieces and token types: what the guard never
-    allows (`never_allowed` over `guard_view`), the `specials` (ids special-token keys name) excluded."""
-    return never_allowed(*guard_view(pieces, types), exclude=frozenset(int(i) for i in specials))
+def suppressible(pieces: list[bytes], types: np.ndarray, chars: CharacterSet, specials: Iterable[int] = ()
+                 ) -> np.ndarray:
+    """The ids `trim` lists for a vocabulary given as stored pieces and token types: what the guard of
+    `chars` never allows (`never_allowed` over `guard_view`), the `specials` (ids special-token keys name)
+    excluded."""
+    return never_allowed(*guard_view(pieces, types), chars, exclude=frozenset(int(i) for i in specials))
 
 
 def file_suppress(g: Any) -> np.ndarray:
