@@ -149,6 +149,7 @@ def test_bench_train_cost_end_to_end(files, float_models, monkeypatch):
     PyTorch and a float model takes ~10 s here)."""
     from gguf_trim.bench import train_cost
     from gguf_trim.cli import main
+    from gguf_trim.translate.translator import Translator
 
     real, calls, cache = train_cost.run_worker, [], float_models
 
@@ -157,6 +158,7 @@ def test_bench_train_cost_end_to_end(files, float_models, monkeypatch):
         return real(spec, timeout) if len(calls) == 1 else json.loads(json.dumps(train_cost.worker(spec, cache)))
 
     monkeypatch.setattr(train_cost, "run_worker", run_worker)
+    monkeypatch.setattr(Translator, "max_tokens", lambda self, text: 8)  # a random model writes to its budget
     d = files["dir"]
     out, md = d / "tc.json", d / "tc.md"
     r = CliRunner().invoke(main, ["bench", "train-cost", str(files["base"]), "--pairs", str(files["pairs"]),
