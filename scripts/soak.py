@@ -8,10 +8,11 @@ tiny version of the same code).
 
 1. translate: a 2,000-segment `translate -i in.jsonl -o out.jsonl` (greedy, --parallel 1) is killed
    with SIGKILL at 20 random moments and continued with `--resume` each time; the result is compared
-   record by record (the input's `id`) with an uninterrupted run: lost, repeated, mismatched lines.
-   --parallel 1 because batched outputs depend on which segments share a batch (llama.cpp's kernels
-   round differently per batch size), and a resumed run batches other segments together; with one
-   slot every segment's output is its own.
+   record by record (the input's `id`) with an uninterrupted run beside it: lost, repeated, mismatched
+   lines. --parallel 1 because batched outputs depend on which segments share a batch (llama.cpp's
+   kernels round differently per batch size), and a resumed run batches other segments together; with
+   one slot every segment's output is its own. --threads 1 for each of the two jobs: on a shared 2-core
+   machine llama.cpp's threads spin against other work (measured 9x slower with 2 at load average 9).
 2. trim: `trim` killed at random moments (10 times): no file at -o unless it is the complete one, the
    input's sha256 unchanged; temp files a kill leaves are counted, and whether the next trim removes
    them.
