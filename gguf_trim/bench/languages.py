@@ -38,6 +38,7 @@ from gguf_trim.bench.runtimes import SAMPLING, PythonChat, foreign_outputs, gram
 from gguf_trim.errors import TrimError
 from gguf_trim.langs import LanguageSet, language_set
 from gguf_trim.langs.phrases import ADVERSARIAL
+from gguf_trim.langs.report import lead_bytes
 from gguf_trim.tables import markdown_table
 
 DEFAULT_SETS = ("vi", "ko", "ja", "ru", "th", "hi", "ar", "zh-Hans", "fr", "de", "es", "uk", "fa", "bn")
@@ -61,14 +62,6 @@ def set_texts(code: str, folder: str | Path = TEXTS_DIR, lines: int = LINES) -> 
     return own[:lines], en[:lines]
 
 
-def allowed_leads(lset: LanguageSet) -> frozenset[int]:
-    """The UTF-8 lead bytes the set's characters start with."""
-    cp = np.flatnonzero(lset.chars.allowed)
-    lead = np.where(cp < 0x80, cp, np.where(cp < 0x800, 0xC0 | (cp >> 6),
-                                            np.where(cp < 0x10000, 0xE0 | (cp >> 12), 0xF0 | (cp >> 18))))
-    return frozenset(np.unique(lead).tolist())
-
-
 @cache
 def chinese_only(ch: str) -> bool:
     """A Han character Chinese writes (GB 2312) and Japanese does not (JIS X 0208/0213)."""
@@ -88,7 +81,7 @@ def chinese_only(ch: str) -> bool:
 def split_foreign(texts: Iterable[str], lset: LanguageSet) -> dict[str, int]:
     """Foreign characters of the outputs by lead byte: unshared with every allowed character, or shared;
     and the Chinese-only Han among them."""
-    leads = allowed_leads(lset)
+    leads = frozenset(np.flatnonzero(lead_bytes(lset.chars)).tolist())
     out = {"unshared_lead": 0, "shared_lead": 0, "chinese_only_han": 0}
     for text in texts:
         for ch in lset.chars.foreign(text):

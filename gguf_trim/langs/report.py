@@ -59,11 +59,12 @@ FOREIGN_SCRIPTS = ("Hani", "Hira", "Kana", "Hang", "Cyrl", "Arab", "Hebr", "Grek
 
 
 def lead_bytes(chars: CharacterSet) -> np.ndarray:
-    """bool[256]: which bytes begin the UTF-8 encoding of some allowed character."""
+    """bool[256]: which bytes begin the UTF-8 encoding of some allowed character (ASCII is its own lead)."""
+    cp = np.flatnonzero(chars.allowed)
+    lead = np.where(cp < 0x80, cp, np.where(cp < 0x800, 0xC0 | (cp >> 6),
+                                            np.where(cp < 0x10000, 0xE0 | (cp >> 12), 0xF0 | (cp >> 18))))
     out = np.zeros(256, dtype=bool)
-    for lo, hi in chars.ranges:
-        for cp in (lo, hi, *range((lo | 0x3F) + 1, hi, 0x40)):
-            out[chr(cp).encode("utf-8")[0]] = True
+    out[lead] = True
     return out
 
 
