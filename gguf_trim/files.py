@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -43,12 +45,53 @@ def check_output(out: str | Path, source: str | Path | list[Path]) -> tuple[Path
 
 
 def temp_file(out: Path, suffix: str = ".tmp") -> tuple[int, str]:
-    """A new hidden temp file (fd, path) beside `out`, so that renaming it onto `out` is atomic."""
+    """A new hidden temp file (fd, path) beside `out`, so that renaming it onto `out` is atomic.
+
+    Its name carries this process's id and host (`.OUT.PID@HOST.XXXX.tmp`) so that the temp files a
+    killed writer left (SIGKILL, power loss: nothing of ours runs to remove them, and a model's can be
+    gigabytes) are removed by the next write of the same output on the same host. A temp file whose
+    writer still runs, or was written from another host, is never touched."""
     folder = out.parent if str(out.parent) else Path(".")
+    remove_stale_temps(out)
     try:
-        return tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=suffix)
+        return tempfile.mkstemp(dir=folder, prefix=f".{out.name}.{os.getpid()}@{_host()}.", suffix=suffix)
     except OSError as e:
         raise TrimError(f"cannot write in output folder {folder}: {e.strerror}") from None
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temp files of `out` whose writer (by the process id in the name, on this host) is gone."""
+    folder = out.parent if str(out.parent) else Path(".")
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)@{re.escape(_host())}\..+\.tmp")
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.fullmatch(name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        try:
+            os.unlink(folder / name)
+            removed.append(folder / name)
+        except OSError:
+            pass  # another writer got there first, or the folder refuses: not this write's business
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 @contextmanager

@@ -14,8 +14,8 @@ tiny version of the same code).
    one slot every segment's output is its own. --threads 1 for each of the two jobs: on a shared 2-core
    machine llama.cpp's threads spin against other work (measured 9x slower with 2 at load average 9).
 2. trim: `trim` killed at random moments (10 times): no file at -o unless it is the complete one, the
-   input's sha256 unchanged; temp files a kill leaves are counted, and whether the next trim removes
-   them.
+   input's sha256 unchanged; temp files a kill leaves are counted, and the next trim of the same output
+   must remove them all (files.temp_file: the writer's process id is in the name).
 3. full disk: `trim` into a 100 MB tmpfs (or, where mount is refused, under RLIMIT_FSIZE): one error
    line, exit 2, nothing left there.
 4. finetune (only where `finetune --help` lists --resume and torch imports): a tiny run killed 5 times
@@ -253,7 +253,7 @@ def soak_trim(model: Path, kills: int, work: Path, rng: random.Random,
            "next_trim_exit": r.returncode, "next_trim_identical": r.returncode == 0 and sha256(out) == sha_ref,
            "orphans": sum(e["orphans"] != "none" for e in events),
            "orphans_killed": sum(e["orphans"] == "killed" for e in events), "input_unchanged": sha256(model) == sha_in}
-    res["ok"] = partial == 0 and res["input_unchanged"] and res["next_trim_identical"]
+    res["ok"] = partial == 0 and res["input_unchanged"] and res["next_trim_identical"] and not after
     return res
 
 

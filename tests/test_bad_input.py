@@ -184,3 +184,23 @@ def test_duplicate_token_text_is_refused_and_aborting_loads_are_contained(tmp_pa
     # llama.cpp itself aborts the process on this file; the load check runs it in a child process
     with pytest.raises(TrimError, match="llama.cpp cannot load"):
         load_check(bad)
+
+
+def test_temp_files_of_a_killed_trim_are_removed_by_the_next(spm, tmp_path):
+    """A SIGKILLed writer leaves its hidden temp file (gigabytes for a model); the next trim of the same
+    output removes it, and only it: not the temp file of a writer still running, nor one from another host."""
+    from gguf_trim.files import _host
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    host = _host()
+    stale = [f".out.gguf.{dead}@{host}.k1x2.tmp", f".out.gguf.{dead}@{host}.q9z8.vocab.tmp"]
+    kept = [f".out.gguf.{os.getpid()}@{host}.live.tmp", f".out.gguf.{dead}@elsewhere.n0pe.tmp",
+            f".other.gguf.{dead}@{host}.n0pe.tmp"]
+    for name in stale + kept:
+        (out_dir / name).write_bytes(b"x" * 100)
+    r = run_cli("trim", str(spm), "-o", str(out_dir / "out.gguf"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(["out.gguf", *kept])

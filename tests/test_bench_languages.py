@@ -53,3 +53,12 @@ def test_markdown_row(row: dict[str, Any]) -> None:
     line = next(t for t in table.splitlines() if t.startswith("| en,ko"))
     assert "qwen2.5-coder-0.5b-instruct" in line and "100% / 100%" in line
     assert line.count(" / 2 (") == len(RUN)
+
+
+def test_a_stopped_sweep_keeps_its_rows_and_measures_only_the_rest(row: dict[str, Any]) -> None:
+    """The hour-long sweep hands every row to `on_row` as it is measured, and `done` rows are not measured again."""
+    from gguf_trim.bench.languages import bench
+
+    seen: list[int] = []
+    result = bench([QWEN], ["ko"], done=[row], on_row=lambda r: seen.append(len(r["rows"])), texts_dir=MODELS / "langs")
+    assert result["rows"] == [row] and seen == [1]

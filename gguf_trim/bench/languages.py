@@ -231,8 +231,11 @@ def bench_set(model: str | Path, code: str, texts_dir: str | Path = TEXTS_DIR, l
     return row
 
 
-def bench(models: Iterable[str | Path], sets: Iterable[str] = DEFAULT_SETS, **kw: Any) -> dict[str, Any]:
-    """Rows for every set and model (sets outer), plus the settings they were measured with."""
+def bench(models: Iterable[str | Path], sets: Iterable[str] = DEFAULT_SETS, done: Iterable[dict[str, Any]] = (),
+          on_row: Callable[[dict[str, Any]], None] | None = None, **kw: Any) -> dict[str, Any]:
+    """Rows for every set and model (sets outer), plus the settings they were measured with. Rows in `done`
+    (an earlier, interrupted run's) are kept rather than measured again; `on_row` sees the result so far after
+    every row, so an hour's sweep that stops keeps what it measured."""
     models, sets = list(models), list(sets)
     for m in models:
         if not Path(m).is_file():
@@ -240,7 +243,17 @@ def bench(models: Iterable[str | Path], sets: Iterable[str] = DEFAULT_SETS, **kw
     for code in sets:
         set_texts(code, kw.get("texts_dir", TEXTS_DIR), 1)  # fail before hours of work, not after
     t0 = time.perf_counter()
-    rows = [bench_set(m, code, **kw) for code in sets for m in models]
+    earlier = {(r["x"], r["model"]): r for r in done}
+    rows: list[dict[str, Any]] = []
+    for code in sets:
+        for m in models:
+            rows.append(earlier.get((code, Path(m).name)) or bench_set(m, code, **kw))
+            if on_row:
+                on_row(_result(rows, kw, t0))
+    return _result(rows, kw, t0)
+
+
+def _result(rows: list[dict[str, Any]], kw: dict[str, Any], t0: float) -> dict[str, Any]:
     settings = {k: kw.get(k, v) for k, v in (("lines", LINES), ("logits", LOGITS), ("runs", RUNS), ("n_gen", N_GEN),
                                              ("seeds", SEEDS), ("temperature", TEMPERATURE),
                                              ("max_tokens", MAX_TOKENS), ("parallel", PARALLEL), ("threads", 2))}

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -253,17 +254,24 @@ def vram_cmd(model, spec, quant, n_ctx, as_json):
 @click.option("--no-adversarial", is_flag=True, help="Skip the adversarial chats.")
 @click.option("--parallel", default=8, show_default=True, help="llama-server slots (-np): chats decoded together.")
 @click.option("--threads", default=2, show_default=True)
-@click.option("--json", "json_out", type=click.Path())
+@click.option("--json", "json_out", type=click.Path(), help="Written after every row, so a stopped sweep keeps them.")
 @click.option("--md", "md_out", type=click.Path())
+@click.option("--resume", is_flag=True, help="Keep the rows already in --json (same settings assumed) and "
+              "measure the rest.")
 def languages_cmd(models, sets, texts_dir, lines, logits, runs, n_gen, n_prompts, seeds, temperature, max_tokens,
-                  columns, no_adversarial, parallel, threads, json_out, md_out):
+                  columns, no_adversarial, parallel, threads, json_out, md_out, resume):
     """Each set en+X for each MODEL: the lossless trim (kept tokens, size, suppress list), fidelity and logits on
     X and English text, decode speed, and (chat models) foreign characters on adversarial prompts in stock
     llama-server and with gguf-trim's script guard."""
     from gguf_trim.bench.languages import COLUMNS, TEXTS_DIR, bench, markdown
 
     chosen = () if no_adversarial else (columns or COLUMNS)
-    result = bench(list(models), [c.strip() for c in sets.split(",") if c.strip()], texts_dir=texts_dir or TEXTS_DIR,
+    if resume and not json_out:
+        raise TrimError("--resume needs --json: the file of the rows measured so far")
+    done = json.loads(Path(json_out).read_text(encoding="utf-8"))["rows"] if resume and Path(json_out).is_file() else []
+    save = (lambda r: write_json(json_out, r, ensure_ascii=False)) if json_out else None
+    result = bench(list(models), [c.strip() for c in sets.split(",") if c.strip()], done=done, on_row=save,
+                   texts_dir=texts_dir or TEXTS_DIR,
                    lines=lines, logits=logits, runs=runs, n_gen=n_gen, n_prompts=n_prompts, seeds=seeds,
                    temperature=temperature, max_tokens=max_tokens, parallel=parallel, threads=threads,
                    columns=chosen, log=lambda m: click.echo(m, err=True))
@@ -308,8 +316,6 @@ def train_cost_cmd(models, pairs, corpus, words, stages, variants, modes, steps,
     """Seconds per step and peak memory of refine and finetune on each MODEL (default Gemma-3-270m and
     Qwen2.5-Coder-0.5B in models/), its lossless and its compact trim: the LM head's share, and what trimming
     saves against what that share predicts."""
-    from pathlib import Path
-
     from gguf_trim.bench.train_cost import DEFAULT_MODELS, run, table
     from gguf_trim.extend.rows import require_train_stack
 
