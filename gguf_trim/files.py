@@ -65,7 +65,7 @@ def _host() -> str:
 
 def remove_stale_temps(out: Path) -> list[Path]:
     """Remove the temp files of `out` whose writer (by the process id in the name, on this host) is gone."""
-    folder = out.parent if str(out.parent) else Path(".")
+    folder = out.parent  # Path("name").parent is Path(".")
     pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)@{re.escape(_host())}\..+\.tmp")
     removed = []
     try:

@@ -32,8 +32,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from gguf_trim.bench.runtimes import SAMPLING, PythonChat, foreign_outputs, grammar_text, trimmed_name
 from gguf_trim.errors import TrimError
 from gguf_trim.langs import LanguageSet, language_set
@@ -81,11 +79,11 @@ def chinese_only(ch: str) -> bool:
 def split_foreign(texts: Iterable[str], lset: LanguageSet) -> dict[str, int]:
     """Foreign characters of the outputs by lead byte: unshared with every allowed character, or shared;
     and the Chinese-only Han among them."""
-    leads = frozenset(np.flatnonzero(lead_bytes(lset.chars)).tolist())
+    leads = lead_bytes(lset.chars)
     out = {"unshared_lead": 0, "shared_lead": 0, "chinese_only_han": 0}
     for text in texts:
         for ch in lset.chars.foreign(text):
-            out["shared_lead" if ch.encode("utf-8")[0] in leads else "unshared_lead"] += 1
+            out["shared_lead" if leads[ch.encode("utf-8")[0]] else "unshared_lead"] += 1
             out["chinese_only_han"] += chinese_only(ch)
     return out
 
