@@ -16,8 +16,9 @@ from gguf_trim.cli import main
 from gguf_trim.format.gguffile import GGUFFile
 from gguf_trim.format.shards import open_model
 from gguf_trim.langs import language_set
+from gguf_trim.rewrite.verify import greedy_avoids
 from gguf_trim.runtime.guard import ScriptGuard
-from gguf_trim.runtime.llama import load_llama
+from gguf_trim.runtime.llama import last_logits, load_llama, tokenize
 from gguf_trim.vocab.suppress import file_suppress, guard_view
 from gguf_trim.vocab.vocabulary import SUPPRESS_KEY, Vocab
 from tests.conftest import GEMMA, QWEN, SMOLLM, need, vocab_file
@@ -173,6 +174,24 @@ def test_verify_checks_the_list(trimmed, tmp_path, dev_vi):
     bad = with_key(trimmed["qwen"], tmp_path / "bad.gguf", SUPPRESS_KEY, listed + [v.token_to_id[b"hello"]])
     r = CliRunner().invoke(main, ["verify", str(QWEN), str(bad)])
     assert r.exit_code == 2 and "can be part of allowed output" in r.output.strip().splitlines()[-1]
+
+
+def test_greedy_check_sees_the_greedy_token(trimmed):
+    """verify's greedy check reads the logits llama.cpp computed (llama-cpp-python fills `scores` only
+    with logits_all, so reading those saw an uninitialised array): a list naming the token greedy
+    decoding picks is a hit at the first step."""
+    line = "The capital of France is"
+    llm = load_llama(trimmed["qwen"], logits_all=True)
+    try:
+        ids = tokenize(llm, line, add_bos=True)
+        llm.eval(ids)
+        row = np.array(llm.scores[len(ids) - 1])
+        assert np.array_equal(last_logits(llm), row) and row.std() > 0
+        want = int(np.argmax(row))
+    finally:
+        llm.close()
+    rep = greedy_avoids(trimmed["qwen"], np.array([want]), [line], max_tokens=4)
+    assert rep["greedy_steps"] == 1 and rep["greedy_suppressed_hits"] == [{"line": line, "token": want}]
 
 
 def test_extend_carries_and_completes_the_list(trimmed, tmp_path):

@@ -33,7 +33,7 @@ def _worker(model: str, n_prompt: int, n_gen: int, threads: int) -> dict[str, An
     """One measurement in this (fresh) process: load, prompt processing, greedy decode."""
     import resource
 
-    from gguf_trim.runtime.llama import load_llama
+    from gguf_trim.runtime.llama import last_logits, load_llama
 
     t0 = time.perf_counter()
     llm = load_llama(model, n_ctx=n_prompt + n_gen + 16, n_threads=threads)
@@ -43,10 +43,8 @@ def _worker(model: str, n_prompt: int, n_gen: int, threads: int) -> dict[str, An
     llm.eval(ids)
     pp_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    n_vocab = llm.n_vocab()
     for _ in range(n_gen):  # greedy decode, one token per step, no early stop
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
-        llm.eval([int(np.argmax(logits))])
+        llm.eval([int(np.argmax(last_logits(llm)))])
     tg_s = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"load_s": load_s, "pp_tok_s": len(ids) / pp_s, "tg_tok_s": n_gen / tg_s, "peak_rss": rss,

@@ -22,7 +22,7 @@ from gguf_trim.errors import TrimError
 from gguf_trim.format import keys
 from gguf_trim.format.shards import model_size, open_model
 from gguf_trim.langs import LanguageSet, file_langs, language_set
-from gguf_trim.runtime.llama import check_loads, end_ids, load_llama, tokenize
+from gguf_trim.runtime.llama import check_loads, end_ids, last_logits, load_llama, tokenize
 from gguf_trim.vocab.suppress import file_suppress, suppressible
 from gguf_trim.vocab.vocabulary import Vocab
 
@@ -184,7 +184,7 @@ def greedy_avoids(model: str | Path, ids: np.ndarray, lines: list[str], max_toke
             llm.reset()
             llm.eval(seq)
             for _ in range(max_tokens):
-                tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+                tok = int(np.argmax(last_logits(llm)))
                 steps += 1
                 if tok in listed:
                     hits.append({"line": line[:80], "token": tok})

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from gguf_trim.errors import TrimError
 from gguf_trim.format.shards import open_model
 from gguf_trim.runtime.loadcheck import finish_load_check, spawn_load_check
@@ -93,6 +95,15 @@ def load_llama(path: str | Path, vocab_only: bool = False, n_ctx: int = 512, log
 def tokenize(llm, text: str, add_bos: bool = False) -> list[int]:
     """Token ids of `text` (special-token texts are plain text), BOS only when asked for."""
     return llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+
+
+def last_logits(llm) -> np.ndarray:
+    """The logits of the last evaluated position, read from llama.cpp's context (a view, valid until
+    the next eval). Not `llm.scores`: since llama-cpp-python 0.3.x, `eval` fills that only with
+    `logits_all=True`; otherwise it is an uninitialised array (zeros, or leftover memory)."""
+    import llama_cpp
+
+    return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
 
 
 def end_ids(llm) -> list[int]:
