@@ -169,6 +169,8 @@ def worker(model: str, n_prompt: int, n_gen: int, n_gpu_layers: int, flash_attn:
     import numpy as np
     from llama_cpp import Llama
 
+    from gguf_trim.runtime.llama import last_logits
+
     mem0 = smi_memory_used_mib()
     t0 = time.perf_counter()
     llm = Llama(model, n_gpu_layers=n_gpu_layers, n_ctx=n_prompt + n_gen + 16, n_batch=max(n_prompt, 32),
@@ -176,19 +178,15 @@ def worker(model: str, n_prompt: int, n_gen: int, n_gpu_layers: int, flash_attn:
     load_s = time.perf_counter() - t0
     n_vocab = llm.n_vocab()
     ids = llm.tokenize((PROMPT_SEED * 64).encode(), add_bos=False, special=False)[:n_prompt]
-
-    def logits() -> np.ndarray:
-        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
-
     t0 = time.perf_counter()
     llm.eval(ids)
-    tok = int(np.argmax(logits()))
+    tok = int(np.argmax(last_logits(llm)))
     pp_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     finite = True
     for _ in range(n_gen):  # no early stop: every run decodes n_gen tokens
         llm.eval([tok])
-        lg = logits()
+        lg = last_logits(llm)
         tok = int(np.argmax(lg))
     tg_s = time.perf_counter() - t0
     finite = bool(np.isfinite(lg).all()) if n_gen else finite
